@@ -1,0 +1,390 @@
+"""MossFormer2_SE_48K backend: clearvoice's network, with everything around it in torch on the
+worker's device (features, STFT, mask, inverse STFT), and weights found and loaded strictly here.
+
+Per window (``[B, T]`` float audio at 48 kHz), the math of clearvoice's
+``decode_one_audio_mossformer2_se_48k`` (utils/decode.py, utils/misc.py; hamming 1920/384,
+FFT 1920, 60 mel bins):
+
+    x * 32768 -> Kaldi fbank (60) + delta + delta-delta -> [B, frames, 180] -> network
+    -> mask [B, frames, 961];  STFT(x) (center=False, symmetric hamming) * mask (real and imag)
+    -> inverse STFT with the input's length -> / 32768
+
+Differences from clearvoice, all deliberate:
+- Dither: clearvoice computes fbank with ``dither=1.0`` (Gaussian noise of one 16-bit step added
+  to every frame, fresh on every call), so its output is not reproducible. We use dither 0: the
+  same input always gives the same output. The two differ only where the signal is within a few
+  16-bit steps of silence (the noise then dominates the log-mel energies); digital silence gives
+  ``log(float32 eps)`` here, about -15.9, where clearvoice sees noise energies. ``dither=1.0``
+  is accepted as an option and then uses a fixed, seeded noise pattern (still deterministic).
+- The STFT runs on the unscaled audio (the mask is linear in it, so scaling by 32768 and back is
+  an identity up to rounding); only the features see the 16-bit scale the network was trained on.
+- Every window is padded internally with zeros to at least ``MIN_FRAMES`` frames and to a whole
+  hop, so every input sample lies under a frame (clearvoice returns zeros for the last
+  ``(T - 1920) % 384`` samples), then trimmed back to exactly ``T`` samples.
+- Long scenes are cut, batched and overlap-added by the engine, not by clearvoice's 4 s / 3 s
+  segment loop; no autograd is recorded.
+
+Weights: clearvoice's layout is a folder with a text file ``last_best_checkpoint`` whose first
+line names the checkpoint file beside it (``last_best_checkpoint.pt`` in the Hugging Face repo
+``alibabasglab/MossFormer2_SE_48K``); the checkpoint is ``{'model': state_dict}`` with keys
+possibly prefixed ``module.``. clearvoice falls back to random weights when a key is missing; we
+refuse with a :class:`WeightsError` naming the file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .. import weights as weights_mod
+from ..errors import BackendUnavailable, ConfigError, WeightsError
+from .base import Backend, WeightsInfo
+from .kaldi_features import FbankOptions, KaldiFbank
+
+MODEL_NAME = "MossFormer2_SE_48K"
+HF_REPO_ID = "alibabasglab/MossFormer2_SE_48K"
+ENV_VAR = "WHISPERJAV_ENHANCE_MOSSFORMER2_WEIGHTS"
+POINTER_FILE = "last_best_checkpoint"          # text file naming the checkpoint beside it
+CHECKPOINT_FILE = "last_best_checkpoint.pt"    # the checkpoint's name in the HF repo
+POINTER_MAX_BYTES = 1024                       # a pointer is one short line of text
+NETWORK_MODULE = "clearvoice.models.mossformer2_se.mossformer2_se_wrapper"
+
+SAMPLE_RATE_HZ = 48_000
+MAX_WAV_VALUE = 32768.0      # clearvoice scales float audio to 16-bit units before the fbank
+WIN_LEN = 1920               # STFT and fbank frame, samples (40 ms)
+WIN_INC = 384                # hop, samples (8 ms)
+FFT_LEN = 1920               # STFT size (961 one-sided bins = the mask's width)
+NUM_MELS = 60                # fbank bins; with deltas the network sees 3 * 60 = 180 features
+# The network's FSMN blocks call ``squeeze()`` without a dim: with one frame and a batch above 1
+# they broadcast rows of different windows together. Two frames (48 ms) avoid that.
+MIN_FRAMES = 2
+
+MiB = 1 << 20
+# Memory model from MEASUREMENTS.md (H100, inference mode, network only): peak above the weights
+# is ~7.4-7.6 MiB per second of audio in the batch for batches >= 64 s of audio, up to ~9 MiB/s
+# for small batches, plus ~40 MiB fixed. STFT/iSTFT and features run before or after the
+# network's activations exist and need less than that. Margin and workspace keep it an
+# over-estimate (the engine must never be told a batch fits when it does not).
+VRAM_BYTES_PER_AUDIO_SECOND = int(7.6 * MiB)
+VRAM_MARGIN = 1.3
+VRAM_WORKSPACE_BYTES = 256 * MiB
+
+HOW_TO_GET = (
+    "Get them with `huggingface-cli download alibabasglab/MossFormer2_SE_48K` (the Hugging Face "
+    "cache is searched), or put `last_best_checkpoint` and `last_best_checkpoint.pt` from that "
+    f"repository in a folder and pass it with --weights or ${ENV_VAR}.")
+
+_network_cls = None
+
+
+def network_class():
+    """clearvoice's ``MossFormer2_SE_48K`` wrapper class, imported without clearvoice's
+    top-level ``__init__`` (which imports torchaudio, librosa and every other model).
+
+    A bare package module stands in for ``clearvoice`` while the subpackage is imported, and is
+    taken out again afterwards, so a later real ``import clearvoice`` in the same process (the
+    subtitle pipeline uses it) still runs the real ``__init__``.
+    """
+    global _network_cls
+    if _network_cls is not None:
+        return _network_cls
+    if "clearvoice" in sys.modules:
+        _network_cls = importlib.import_module(NETWORK_MODULE).MossFormer2_SE_48K
+        return _network_cls
+    spec = importlib.util.find_spec("clearvoice")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("clearvoice is not installed (pip install --no-deps clearvoice)")
+    bare = types.ModuleType("clearvoice")
+    bare.__path__ = list(spec.submodule_search_locations)
+    bare.__file__ = spec.origin
+    sys.modules["clearvoice"] = bare
+    try:
+        _network_cls = importlib.import_module(NETWORK_MODULE).MossFormer2_SE_48K
+    finally:
+        if sys.modules.get("clearvoice") is bare:
+            del sys.modules["clearvoice"]
+    return _network_cls
+
+
+def build_network() -> torch.nn.Module:
+    """The bare mask network (clearvoice's ``MossFormer2_SE_48K(args).model``; ``args`` unused)."""
+    try:
+        cls = network_class()
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"mossformer2 needs clearvoice's network code ({exc}); install it with "
+            "`pip install --no-deps clearvoice einops rotary-embedding-torch torchinfo`") from exc
+    return cls(None).model
+
+
+# -- finding the checkpoint ------------------------------------------------------------------
+def _is_pointer(path: Path) -> bool:
+    """clearvoice's ``last_best_checkpoint``: a short text file (a checkpoint is binary)."""
+    try:
+        if path.stat().st_size > POINTER_MAX_BYTES:
+            return False
+        head = path.read_bytes()
+    except OSError:
+        return False
+    if b"\0" in head:
+        return False
+    try:
+        return bool(head.decode("utf-8").strip())
+    except UnicodeDecodeError:
+        return False
+
+
+def follow_pointer(path: Path) -> Path:
+    """The checkpoint file ``path`` stands for: itself, or the file its first line names.
+
+    The target is looked up beside the pointer without resolving symlinks, so a Hugging Face
+    snapshot (symlinks into ``blobs/``) finds its sibling.
+    """
+    if not _is_pointer(path):
+        return path
+    name = path.read_text(encoding="utf-8").strip().splitlines()[0].strip()
+    target = path.parent / name
+    if not target.is_file():
+        raise WeightsError(f"{path} names the checkpoint {name!r}, but {target} does not exist "
+                           f"(an incomplete download?). {HOW_TO_GET}", (str(path),))
+    if _is_pointer(target):
+        raise WeightsError(f"{path} names {target}, which is not a checkpoint file either. "
+                           f"{HOW_TO_GET}", (str(path),))
+    return target
+
+
+def accept_weights(path: Path) -> Path | None:
+    """Checkpoint file for an explicit path or cache candidate, or None if there is none.
+
+    A file is a checkpoint or a pointer; a folder must hold the pointer (or the checkpoint)
+    directly or under ``MossFormer2_SE_48K/`` (clearvoice's ``checkpoints/`` folder).
+    """
+    if path.is_file():
+        return follow_pointer(path)
+    if path.is_dir():
+        for rel in (POINTER_FILE, f"{MODEL_NAME}/{POINTER_FILE}", CHECKPOINT_FILE,
+                    f"{MODEL_NAME}/{CHECKPOINT_FILE}"):
+            if (path / rel).is_file():
+                return follow_pointer(path / rel)
+    return None
+
+
+def weight_candidates() -> list[tuple[str, Path]]:
+    """Standard places, in order: HF cache, then clearvoice's ``checkpoints/`` layout relative to
+    the current folder and inside the installed clearvoice package."""
+    out = [("hf-cache", p) for p in weights_mod.hf_snapshot_candidates(HF_REPO_ID, POINTER_FILE)]
+    rel = Path("checkpoints") / MODEL_NAME / POINTER_FILE
+    out.append(("clearvoice-checkpoints", Path.cwd() / rel))
+    spec = importlib.util.find_spec("clearvoice")
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            out.append(("clearvoice-checkpoints", Path(loc) / rel))
+    return out
+
+
+# -- reading the checkpoint ------------------------------------------------------------------
+def read_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """``torch.load`` with ``weights_only=True``; anything unreadable is a WeightsError.
+
+    ``mmap`` maps tensors instead of reading them (zip-format files only), for a cheap look at
+    the top-level keys in the parent process.
+    """
+    use_mmap = mmap and zipfile.is_zipfile(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        if "weights only load failed" in str(exc).lower():
+            raise WeightsError(f"{path} holds Python objects besides tensors, which are not "
+                               f"loaded (torch.load weights_only=True); re-save it as "
+                               f"{{'model': state_dict}}. {HOW_TO_GET}", (str(path),)) from exc
+        raise WeightsError(f"cannot read the {MODEL_NAME} checkpoint {path}: it is truncated, "
+                           f"corrupt or not a torch checkpoint ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}). "
+                           f"{HOW_TO_GET}", (str(path),)) from exc
+    if not isinstance(ckpt, dict):
+        raise WeightsError(f"{path} holds a {type(ckpt).__name__}, not a {MODEL_NAME} checkpoint "
+                           f"(expected {{'model': state_dict}}). {HOW_TO_GET}", (str(path),))
+    return ckpt
+
+
+def state_dict_from(ckpt: dict, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict under ``'model'`` (or the dict itself, as clearvoice allows), with a
+    leading ``module.`` (DataParallel) taken off every key."""
+    sd = ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt
+    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise WeightsError(f"{path} has no tensors under 'model' (keys: "
+                           f"{sorted(map(str, ckpt))[:8]}); not a {MODEL_NAME} checkpoint. "
+                           f"{HOW_TO_GET}", (str(path),))
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in tensors.items()}
+
+
+def check_state_dict(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor],
+                     path: Path) -> None:
+    """Strict key and shape check with a message that says what differs (first few of each)."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    shapes = [f"{k}: file {tuple(got[k].shape)} vs network {tuple(expected[k].shape)}"
+              for k in expected if k in got and tuple(got[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected),
+                         ("shape mismatch", shapes)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
+    raise WeightsError(f"{path} does not match the {MODEL_NAME} network: " + "; ".join(parts)
+                       + f". Is it a {MODEL_NAME} checkpoint? {HOW_TO_GET}", (str(path),))
+
+
+# -- signal path -----------------------------------------------------------------------------
+def padded_length(n_samples: int) -> int:
+    """Samples a window is padded to: at least MIN_FRAMES frames, and a whole number of hops
+    past the first frame, so frames cover every sample."""
+    n = max(n_samples, WIN_LEN + (MIN_FRAMES - 1) * WIN_INC)
+    extra = (n - WIN_LEN) % WIN_INC
+    return n + (WIN_INC - extra if extra else 0)
+
+
+def stft_window(device=None) -> torch.Tensor:
+    """clearvoice's STFT window: symmetric (``periodic=False``) hamming."""
+    return torch.hamming_window(WIN_LEN, periodic=False, dtype=torch.float32, device=device)
+
+
+def masked_resynthesis(x: torch.Tensor, mask: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """STFT ``x`` ([B, T]), scale every bin by ``mask`` ([B, frames, 961]), inverse STFT to T."""
+    spec = torch.stft(x, FFT_LEN, WIN_INC, WIN_LEN, window=window, center=False,
+                      return_complex=True)                                # [B, 961, frames]
+    if spec.shape[-1] != mask.shape[1] or spec.shape[1] != mask.shape[2]:
+        raise RuntimeError(f"mask {tuple(mask.shape)} does not line up with the STFT "
+                           f"{tuple(spec.shape)}")
+    spec = spec * mask.transpose(1, 2).to(spec.real.dtype)
+    return torch.istft(spec, FFT_LEN, WIN_INC, WIN_LEN, window=window, center=False,
+                       length=x.shape[-1])
+
+
+class MossFormer2Backend(Backend):
+    """ClearerVoice's MossFormer2_SE_48K speech enhancer (55.3 M parameters, 48 kHz)."""
+
+    name = "mossformer2"
+    sample_rate = SAMPLE_RATE_HZ
+
+    def __init__(self, weights: WeightsInfo, window_seconds: float = 4.0,
+                 overlap_seconds: float = 1.0, dither: float = 0.0):
+        super().__init__(weights)
+        window_seconds, overlap_seconds = float(window_seconds), float(overlap_seconds)
+        if not window_seconds > 0:
+            raise ConfigError(f"window_seconds must be positive, not {window_seconds}")
+        if not 0 <= overlap_seconds < window_seconds:
+            raise ConfigError(f"overlap_seconds must be >= 0 and shorter than the window "
+                              f"({window_seconds} s), not {overlap_seconds}")
+        self.window_seconds = window_seconds
+        self.overlap_seconds = overlap_seconds
+        self.fbank_opts = FbankOptions(sample_rate_hz=SAMPLE_RATE_HZ, frame_length=WIN_LEN,
+                                       frame_shift=WIN_INC, num_mel_bins=NUM_MELS,
+                                       window_type="hamming", dither=float(dither))
+        self.net = None
+        self.fbank = None
+        self.window = None
+
+    # -- weights ---------------------------------------------------------------------------
+    @classmethod
+    def resolve(cls, weights_path=None, **options) -> "MossFormer2Backend":
+        """Find the checkpoint (explicit path, ${ENV_VAR}, HF cache, clearvoice's checkpoints/)
+        and return the backend unloaded. Reads only the checkpoint's top level (memory-mapped)."""
+        allowed = {"window_seconds", "overlap_seconds", "dither"}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ConfigError(f"mossformer2 has no option(s) {unknown}; accepted: {sorted(allowed)}")
+        path, origin = weights_mod.first_existing(weights_path, ENV_VAR, weight_candidates(),
+                                                  accept_weights, MODEL_NAME, HOW_TO_GET)
+        ckpt = read_checkpoint(path, mmap=True)
+        random_init = bool(ckpt.get(weights_mod.RANDOM_WEIGHTS_MARKER, False))
+        del ckpt
+        desc = f"{MODEL_NAME}, 55.3 M parameters" + (" (RANDOM test weights)" if random_init else "")
+        return cls(WeightsInfo(str(path), origin, random_init, desc), **options)
+
+    @classmethod
+    def write_random_weights(cls, folder, seed: int = 0) -> Path:
+        """Write a random-initialised checkpoint in clearvoice's layout (``last_best_checkpoint``
+        pointing at ``last_best_checkpoint.pt``), marked as random; for tests and benchmarks.
+        Returns the pointer file."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_network()
+        torch.save({"model": net.state_dict(), weights_mod.RANDOM_WEIGHTS_MARKER: True},
+                   folder / CHECKPOINT_FILE)
+        pointer = folder / POINTER_FILE
+        pointer.write_text(CHECKPOINT_FILE + "\n", encoding="utf-8")
+        return pointer
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def load(self, device) -> None:
+        device = torch.device(device)
+        if not self.weights.path:
+            raise WeightsError(f"{MODEL_NAME}: no checkpoint was resolved. {HOW_TO_GET}")
+        path = Path(self.weights.path)
+        if not path.is_file():
+            raise WeightsError(f"{MODEL_NAME} checkpoint {path} does not exist. {HOW_TO_GET}",
+                               (str(path),))
+        sd = state_dict_from(read_checkpoint(path), path)
+        net = build_network()
+        check_state_dict(net.state_dict(), sd, path)
+        try:
+            net.load_state_dict(sd, strict=True)
+        except RuntimeError as exc:  # anything the check above did not foresee
+            raise WeightsError(f"{path} does not load into the {MODEL_NAME} network: "
+                               f"{str(exc).splitlines()[0]}. {HOW_TO_GET}", (str(path),)) from exc
+        del sd
+        self.net = net.to(device).eval()
+        self.fbank = KaldiFbank(self.fbank_opts).to(device)
+        self.window = stft_window(device)
+        self.device = device
+
+    def close(self) -> None:
+        on_cuda = self.device is not None and self.device.type == "cuda"
+        self.net = self.fbank = self.window = None
+        if on_cuda:
+            torch.cuda.empty_cache()
+
+    # -- inference -------------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Network input for float audio ``x`` [B, T]: [B, frames, 180]."""
+        return self.fbank.with_deltas(x * MAX_WAV_VALUE)
+
+    def enhance_windows(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.net is None:
+            raise RuntimeError("MossFormer2Backend.load(device) must be called first")
+        if batch.dim() != 2:
+            raise ValueError(f"expected a [B, T] batch, got shape {tuple(batch.shape)}")
+        n = batch.shape[-1]
+        with torch.inference_mode():
+            x = batch.to(self.device, torch.float32)
+            pad = padded_length(n) - n
+            if pad:
+                x = torch.nn.functional.pad(x, (0, pad))
+            feats = self.features(x)
+            mask = self.net(feats)[-1]
+            del feats  # the STFT below runs after the network's activations are gone
+            y = masked_resynthesis(x, mask, self.window)
+            return y[:, :n].contiguous()
+
+    # -- memory model ----------------------------------------------------------------------
+    def vram_bytes(self, batch: int, window_samples: int) -> int:
+        audio_seconds = batch * padded_length(window_samples) / SAMPLE_RATE_HZ
+        return int(VRAM_MARGIN * VRAM_BYTES_PER_AUDIO_SECOND * audio_seconds
+                   + VRAM_WORKSPACE_BYTES)
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d["fbank_dither"] = self.fbank_opts.dither
+        return d
