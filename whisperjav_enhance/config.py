@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from . import audio as _audio
 from .audio import CLIP_POLICIES, SUBTYPES
 from .errors import ConfigError
 
@@ -37,6 +38,8 @@ class EnhanceOptions:
     overlap_seconds: float | None = None  # override the backend's window overlap (s)
     executor: str = "pool"                # "pool" (spawned workers), "inprocess" (no isolation), "ray"
     ray_address: str | None = None        # with executor="ray": join this cluster instead of a local one
+    max_scene_seconds: float | None = None  # scenes longer than this (s) fail as too_long;
+                                          # None = audio.MAX_DURATION_S (4 h), also the upper bound
 
     def __post_init__(self):
         _positive("output_sample_rate", self.output_sample_rate, allow_none=True, integer=True)
@@ -54,6 +57,10 @@ class EnhanceOptions:
         if self.clip == "none" and self.output_subtype != "FLOAT":
             raise ConfigError("clip='none' needs output_subtype='FLOAT' (integer WAVs cannot hold "
                               "samples past full scale)")
+        _positive("max_scene_seconds", self.max_scene_seconds, allow_none=True)
+        if self.max_scene_seconds is not None and self.max_scene_seconds > _audio.MAX_DURATION_S:
+            raise ConfigError(f"max_scene_seconds cannot exceed {_audio.MAX_DURATION_S:.0f} s "
+                              "(audio.MAX_DURATION_S); cut longer recordings into scenes first")
         if self.executor not in ("pool", "inprocess", "ray"):
             raise ConfigError(f"executor must be pool, inprocess or ray, not {self.executor!r}")
 
@@ -86,6 +93,9 @@ class PoolPolicy:
     scene_timeout_s: float = 600.0         # watchdog: longest a worker may take for one scene
     startup_timeout_s: float = 300.0       # longest a worker may take to load its model
     warm_standby: bool = True              # start a replacement while the retiring worker works
+    max_standby_workers: int = 1           # warm standbys per worker slot at most; more only help
+                                           # when a worker's life is shorter than a start (each
+                                           # holds ~1 GiB of the card while it waits)
     max_crashes_per_scene: int = 2         # a scene present at this many crashes is quarantined
     max_worker_starts: int | None = None   # give up the run after this many starts (None: automatic)
 
@@ -99,4 +109,5 @@ class PoolPolicy:
         _positive("scene_timeout_s", self.scene_timeout_s)
         _positive("startup_timeout_s", self.startup_timeout_s)
         _positive("max_crashes_per_scene", self.max_crashes_per_scene, integer=True)
+        _positive("max_standby_workers", self.max_standby_workers, integer=True)
         _positive("max_worker_starts", self.max_worker_starts, allow_none=True, integer=True)

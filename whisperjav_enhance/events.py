@@ -40,7 +40,7 @@ class WorkerStarted:
 class WorkerRetired:
     worker: int
     reason: str              # "max_scenes", "drift", "inactive_split", "alloc_retries", "oom",
-                             # "shutdown", "load_failed"
+                             # "cuda_error", "worker_error", "shutdown", "load_failed"
     scenes_done: int
 
 

@@ -1,0 +1,406 @@
+"""The worker pool: per-unit worker code (in this process, fast), the in-process executor, and the
+spawned pool's recycling, warm standby, several workers, fatal load failures and interruption.
+
+The crash-case table is in test_pool_faults.py. Spawned workers import torch (~3 s each on the
+2-core machine), so each spawning test starts as few workers as its point needs."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from whisperjav_enhance.config import PoolPolicy
+from whisperjav_enhance.errors import (BackendUnavailable, RunInterrupted, WeightsError)
+from whisperjav_enhance.events import SceneFinished, Telemetry, WorkerRetired, WorkerStarted
+from whisperjav_enhance.pool import (PoolReport, RemoteTraceback, SceneTask, WorkerSpec,
+                                     run_inprocess, run_pool, telemetry)
+from whisperjav_enhance.pool.cleanup import remove_partials
+from whisperjav_enhance.pool.ledger import validate_units
+from whisperjav_enhance.pool.messages import LoadFailed, SceneResult, UnitAssignment, UnitDone
+from whisperjav_enhance.pool.supervisor import describe_exit, load_error
+from whisperjav_enhance.pool.worker import WorkerRuntime
+
+from _pool_helpers import (CPU, SMALL_WINDOWS, Recorder, assert_enhanced_equal_input,
+                           assert_no_partials, assert_one_terminal_event_each, assert_workers_gone,
+                           faulty_spec, make_tasks, units_of)
+
+# Generous limits: the machine is shared, and these only stop a test that went wrong.
+SAFE = dict(scene_timeout_s=60.0, startup_timeout_s=120.0, workers_per_device=1)
+
+
+# -- the per-unit worker code, run in this process ------------------------------------------------
+def _runtime(policy=None, **options) -> WorkerRuntime:
+    rt = WorkerRuntime(7, faulty_spec(**{**SMALL_WINDOWS, **options}), policy or PoolPolicy(), "cpu")
+    rt.load(0.0)
+    return rt
+
+
+def _unit(tasks, positions, unit_id=0, **kw) -> UnitAssignment:
+    return UnitAssignment(unit_id, tuple((p, tasks[p]) for p in positions), **kw)
+
+
+def _run(rt, unit):
+    got = []
+    retiring = rt.run_unit(unit, got.append)
+    results = {m.pos: m for m in got if isinstance(m, SceneResult)}
+    done = [m for m in got if isinstance(m, UnitDone)]
+    assert len(done) == 1 and isinstance(got[-1], UnitDone), "UnitDone closes every unit"
+    return results, done[0], retiring
+
+
+def test_backend_error_in_a_batch_fails_only_the_culprit(tmp_path):
+    tasks = make_tasks(tmp_path, [("a", 0.25), ("b_raise", 0.2), ("c", 0.3)])
+    results, done, retiring = _run(_runtime(), _unit(tasks, [0, 1, 2]))
+    assert retiring is None
+    assert (results[1].status, results[1].reason) == ("failed", "backend_error")
+    assert "injected backend failure" in results[1].message
+    for p in (0, 2):
+        assert_enhanced_equal_input(tasks[p], results[p])
+    assert done.scenes_done == 3 and done.memory.allocated_bytes is None  # CPU: no allocator
+    assert done.memory.rss_bytes and done.memory.rss_bytes > 10 * 2**20
+
+
+def test_oom_in_a_batch_halves_it_and_every_scene_finishes(tmp_path):
+    tasks = make_tasks(tmp_path, [("a", 0.3), ("b_oom", 0.3)])
+    rt = _runtime()
+    results, done, retiring = _run(rt, _unit(tasks, [0, 1]))
+    assert retiring is None and done.oom_events >= 1
+    assert done.batch_sizes[4800] < 4  # the engine halved from the CPU default of 4 windows
+    for p in (0, 1):
+        assert_enhanced_equal_input(tasks[p], results[p])
+
+
+def test_window_too_big_alone_fails_in_a_fresh_worker_and_retires_a_used_one(tmp_path):
+    tasks = make_tasks(tmp_path, [("a", 0.2), ("b_oomalways", 0.2), ("c", 0.2), ("d_oomalways", 0.2)])
+    fresh = _runtime()
+    results, _, retiring = _run(fresh, _unit(tasks, [0, 1]))
+    assert retiring is None
+    assert (results[1].status, results[1].reason) == ("failed", "out_of_memory")
+    assert_enhanced_equal_input(tasks[0], results[0])
+    # Same worker, second unit: its allocator has history, so it retires and gives the scenes back.
+    results, _, retiring = _run(fresh, _unit(tasks, [2, 3], unit_id=1))
+    assert retiring is not None and retiring.reason == "oom" and retiring.culprit == 3
+    assert 3 in retiring.unfinished and 3 not in results
+    # A scene that already ran out of memory elsewhere fails instead of retiring the worker again.
+    results, _, retiring = _run(fresh, _unit(tasks, [3], unit_id=1, oom_final=(3,)))
+    assert retiring is None and results[3].reason == "out_of_memory"
+
+
+def test_unreadable_input_and_unwritable_output_fail_their_scene_only(tmp_path):
+    tasks = make_tasks(tmp_path, [("a", 0.2), ("bad", 0.2), ("c", 0.2)])
+    Path(tasks[1].input_path).write_bytes(b"RIFF not really a wave file")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    tasks[2] = SceneTask(tasks[2].index, tasks[2].input_path, str(blocker / "c.wav"), 0.2, None)
+    results, _, _ = _run(_runtime(), _unit(tasks, [0, 1, 2]))
+    assert (results[1].status, results[1].reason) == ("failed", "unreadable")
+    assert (results[2].status, results[2].reason) == ("failed", "write_failed")
+    assert_enhanced_equal_input(tasks[0], results[0])
+
+
+def test_retire_decisions_use_scene_count_and_allocator_drift(tmp_path):
+    tasks = make_tasks(tmp_path, [(f"s{i}", 0.05) for i in range(3)])
+    rt = _runtime(PoolPolicy(max_scenes_per_worker=2, max_drift_mb=100),
+                  fake_drift_mib_per_forward=60)
+    try:
+        _, done, retiring = _run(rt, _unit(tasks, [0]))
+        assert retiring is None and done.memory.drift_bytes == 60 * 2**20
+        _, done, retiring = _run(rt, _unit(tasks, [1], unit_id=1))
+        # Both limits are reached; the scene count is checked first.
+        assert retiring.reason == "max_scenes" and done.retiring == "max_scenes"
+    finally:
+        rt.close()
+    rt = _runtime(PoolPolicy(max_scenes_per_worker=50, max_drift_mb=100),
+                  fake_drift_mib_per_forward=60)
+    try:
+        _run(rt, _unit(tasks, [0]))
+        _, done, retiring = _run(rt, _unit(tasks, [1], unit_id=1))
+        assert retiring.reason == "drift" and "120 MiB" in retiring.message
+    finally:
+        rt.close()
+    assert telemetry.snapshot("cpu").reserved_bytes is None  # close() restored the real source
+
+
+# -- small parts ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("code, expect", [
+    (-signal.SIGKILL, "SIGKILL: killed from outside"),
+    (-signal.SIGSEGV, "SIGSEGV: native crash"),
+    (-signal.SIGABRT, "SIGABRT: native abort"),
+    (3, "exit code 3"),
+    (0xC0000005, "access violation"),
+])
+def test_exit_descriptions_name_signal_and_cause(code, expect):
+    assert expect in describe_exit(code)
+
+
+def test_telemetry_reads_rss_and_a_replaced_stats_source():
+    snap = telemetry.snapshot("cpu")
+    assert snap.allocated_bytes is None and snap.drift_bytes is None
+    assert snap.rss_bytes > 10 * 2**20
+    fake = {"allocated_bytes.all.current": 5, "reserved_bytes.all.current": 12,
+            "inactive_split_bytes.all.current": 3, "reserved_bytes.all.peak": 20,
+            "num_alloc_retries": 1, "num_ooms": 0}
+    previous = telemetry.set_stats_source(lambda device: fake)
+    try:
+        snap = telemetry.snapshot("cpu")
+        assert (snap.drift_bytes, snap.inactive_split_bytes, snap.peak_reserved_bytes) == (7, 3, 20)
+        event = snap.to_event(worker=1, scenes_done=4)
+        assert isinstance(event, Telemetry) and event.alloc_retries == 1
+    finally:
+        telemetry.set_stats_source(previous)
+
+
+def test_remove_partials_touches_only_the_named_outputs_temporaries(tmp_path):
+    mine = tmp_path / ".a.k3j_x9q1.partial"
+    other = tmp_path / ".a.b.zz81k2aa.partial"   # the temporary of "a.b.wav", not of "a.wav"
+    for p in (mine, other):
+        p.write_bytes(b"x")
+    assert remove_partials([str(tmp_path / "a.wav")]) == [mine]
+    assert other.exists()
+
+
+def test_units_must_cover_every_task_once():
+    assert validate_units(3, units_of([[0, 2], [1]])) == [(0, 2), (1,)]
+    with pytest.raises(ValueError, match="missing"):
+        validate_units(3, units_of([[0, 1]]))
+    with pytest.raises(ValueError, match="repeated"):
+        validate_units(2, units_of([[0, 1], [1]]))
+
+
+def test_load_failures_become_the_same_error_class_in_the_parent():
+    spec = faulty_spec()
+    err = load_error(LoadFailed(1, "WeightsError", "no weights\nSearched:\n  - /x", "tb", ("/x",)), spec)
+    assert isinstance(err, WeightsError) and err.searched == ("/x",)
+    err = load_error(LoadFailed(1, "ModuleNotFoundError", "No module named 'einops'", "tb"), spec)
+    assert isinstance(err, BackendUnavailable) and "einops" in str(err)
+
+
+@pytest.mark.parametrize("queued, max_standbys, done, busy_s, expect", [
+    (200, 4, 5, 0.5, 3),    # 0.1 s/scene: retires in 2 s, lives 2.5 s, starts take 6 s: 3 loading
+    (200, 1, 5, 0.5, 1),    # ... capped by policy.max_standby_workers
+    (10, 4, 5, 0.5, 0),     # the run ends before this worker retires
+    (200, 4, 5, 50.0, 0),   # 10 s/scene: retirement is 200 s away, nothing to start yet
+    (200, 4, 0, 0.0, 0),    # no measurement yet and no retirement in sight
+])
+def test_standby_depth_follows_worker_life_and_start_time(queued, max_standbys, done, busy_s, expect):
+    from whisperjav_enhance.pool import supervisor as sv
+
+    policy = PoolPolicy(max_scenes_per_worker=25, max_standby_workers=max_standbys)
+    tasks = [SceneTask(i, f"/in/{i}.wav", f"/out/{i}.wav", 1.0, None) for i in range(queued)]
+    sup = sv.Supervisor(tasks, [sv._Job(0, tuple(range(queued)))], [faulty_spec()], policy, None)
+    lane = sup.lanes[0]
+
+    class Process:  # what _Worker reads from a process; nothing is spawned here
+        pid = 0
+
+    w = sv._Worker(1, lane, Process(), None, "active")
+    w.ready, w.scenes_done, w.busy_s = True, done, busy_s
+    lane.active = w
+    sup.startup_seconds = [6.0]
+    assert sup._standbys_wanted(lane) == expect
+
+
+# -- the in-process executor ---------------------------------------------------------------------
+def test_inprocess_runs_the_same_per_unit_code(tmp_path):
+    tasks = make_tasks(tmp_path, [("a", 0.25), ("b_raise", 0.1), ("c", 0.3), ("d", 0.05)])
+    rec = Recorder()
+    report = run_inprocess(tasks, units_of([[0, 1], [2, 3]]), faulty_spec(**SMALL_WINDOWS),
+                           PoolPolicy(), on_event=rec)
+    assert isinstance(report, PoolReport) and report.workers_started == 1
+    assert [o.index for o in report.outcomes] == [t.index for t in tasks]
+    assert report.outcomes[1].reason == "backend_error"
+    for p in (0, 2, 3):
+        assert_enhanced_equal_input(tasks[p], report.outcomes[p])
+    assert_one_terminal_event_each(tasks, rec)
+    assert len(rec.of(Telemetry)) == 2 and report.batch_sizes
+
+
+def test_inprocess_ctrl_c_keeps_finished_scenes_and_removes_temporaries(tmp_path):
+    tasks = make_tasks(tmp_path, [("a", 0.1), ("b", 0.1), ("c", 0.1)])
+    stale = Path(tasks[2].output_path).parent / ".c.q1w2e3r4.partial"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half a file")
+
+    def interrupt(event):
+        if isinstance(event, SceneFinished):
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted) as info:
+        run_inprocess(tasks, units_of([[0], [1], [2]]), faulty_spec(**SMALL_WINDOWS), PoolPolicy(),
+                      on_event=Recorder(interrupt))
+    assert [o.index for o in info.value.outcomes] == [tasks[0].index]
+    assert Path(tasks[0].output_path).exists() and not Path(tasks[2].output_path).exists()
+    assert_no_partials(tmp_path)
+
+
+# -- the spawned pool ------------------------------------------------------------------------------
+@pytest.mark.timeout(240)
+def test_recycles_after_n_scenes_with_a_warm_standby(tmp_path):
+    # Worker 1 takes scene 0, then scene 1, after which it has done max_scenes_per_worker=2 scenes:
+    # the supervisor starts worker 2 as a standby the moment it hands out scene 1. Scene 1 blocks
+    # until the test sees worker 2 ready, so the order of events is the proof, not a clock.
+    tasks = make_tasks(tmp_path, [("s0", 0.2), ("s1_wait", 0.2), ("s2", 0.25), ("s3", 0.1)])
+    go = Path(tasks[1].input_path + ".go")
+
+    def release_when_standby_ready(event):
+        if isinstance(event, WorkerStarted) and event.worker == 2:
+            go.touch()
+
+    rec = Recorder(release_when_standby_ready)
+    policy = PoolPolicy(max_scenes_per_worker=2, **SAFE)
+    report = run_pool(tasks, units_of([[0], [1], [2], [3]]), [faulty_spec(**SMALL_WINDOWS)],
+                      policy, on_event=rec)
+    for task, outcome in zip(tasks, report.outcomes):
+        assert_enhanced_equal_input(task, outcome)
+    assert [o.worker for o in report.outcomes] == [1, 1, 2, 2]
+    order = [(type(e).__name__, e.worker) for e in rec.events
+             if isinstance(e, (WorkerStarted, WorkerRetired))]
+    assert order.index(("WorkerStarted", 2)) < order.index(("WorkerRetired", 1))
+    assert [e.reason for e in rec.of(WorkerRetired)] == ["max_scenes", "max_scenes"]
+    assert report.recycles == {"max_scenes": 2} and report.workers_started == 2
+    assert report.worker_crashes == 0 and len(report.startup_seconds) == 2
+    # The second start overlapped worker 1's work, so the run never waited for it.
+    assert report.recycle_wait_seconds < 0.5 * report.startup_seconds[1]
+    assert_one_terminal_event_each(tasks, rec)
+    assert_no_partials(tmp_path)
+    assert_workers_gone(rec.pids())
+
+
+@pytest.mark.timeout(240)
+def test_drift_recycling_from_injected_allocator_telemetry(tmp_path):
+    # The test backend reports reserved - allocated growing by 60 MiB per forward; one forward per
+    # unit here, so worker 1 measures 60 then 120 MiB and retires on the 100 MiB limit. A drift
+    # jump is not predictable, so this replacement is a cold start (the contrast to the standby).
+    tasks = make_tasks(tmp_path, [("s0", 0.05), ("s1", 0.08), ("s2", 0.1)])
+    rec = Recorder()
+    policy = PoolPolicy(max_drift_mb=100, **SAFE)
+    report = run_pool(tasks, units_of([[0], [1], [2]]),
+                      [faulty_spec(fake_drift_mib_per_forward=60, **SMALL_WINDOWS)], policy,
+                      on_event=rec)
+    for task, outcome in zip(tasks, report.outcomes):
+        assert_enhanced_equal_input(task, outcome)
+    assert [o.worker for o in report.outcomes] == [1, 1, 2]
+    assert report.recycles == {"drift": 1}
+    drift = [(t.worker, t.reserved_mib - t.allocated_mib) for t in rec.of(Telemetry)]
+    assert drift == [(1, 60.0), (1, 120.0), (2, 60.0)]
+    order = [(type(e).__name__, e.worker) for e in rec.events
+             if isinstance(e, (WorkerStarted, WorkerRetired))]
+    assert order.index(("WorkerRetired", 1)) < order.index(("WorkerStarted", 2))
+    assert report.recycle_wait_seconds > 0
+    assert report.peak_vram_mib == pytest.approx(100 + 120)
+    assert_workers_gone(rec.pids())
+
+
+@pytest.mark.timeout(240)
+def test_two_workers_per_device_share_the_units(tmp_path):
+    names = ["s0_wait", "s1_wait"] + [f"s{i}" for i in range(2, 6)]
+    tasks = make_tasks(tmp_path, [(n, 0.05 + 0.03 * i) for i, n in enumerate(names)])
+    go = [Path(t.input_path + ".go") for t in tasks[0:2]]
+    started = set()
+
+    def both_ready(event):
+        # Each worker's first unit blocks until both workers are up: so both must take part.
+        if isinstance(event, WorkerStarted):
+            started.add(event.worker)
+            if len(started) == 2:
+                for g in go:
+                    g.touch()
+
+    rec = Recorder(both_ready)
+    policy = PoolPolicy(**{**SAFE, "workers_per_device": 2})
+    report = run_pool(tasks, units_of([[0], [1], [2, 3], [4, 5]]), [faulty_spec(**SMALL_WINDOWS)],
+                      policy, on_event=rec)
+    for task, outcome in zip(tasks, report.outcomes):
+        assert_enhanced_equal_input(task, outcome)
+    assert {o.worker for o in report.outcomes[:2]} == {1, 2}
+    assert report.workers_started == 2 and report.worker_crashes == 0
+    assert_workers_gone(rec.pids())
+
+
+@pytest.mark.timeout(120)
+def test_missing_weights_stop_the_run_with_weights_error(tmp_path):
+    tasks = make_tasks(tmp_path, [("s0", 0.1), ("s1", 0.1)])
+    spec = WorkerSpec(backend="whisperjav_enhance.testing:FaultyBackend",
+                      weights_path=str(tmp_path / "no-such-checkpoint.pt"), backend_options={},
+                      slot=CPU)
+    rec = Recorder()
+    with pytest.raises(WeightsError) as info:
+        run_pool(tasks, units_of([[0], [1]]), [spec], PoolPolicy(**SAFE), on_event=rec)
+    assert "no-such-checkpoint.pt" in str(info.value)
+    assert info.value.searched == (str(tmp_path / "no-such-checkpoint.pt"),)
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback) and "Traceback" in cause.text
+    assert "resolve" in cause.text  # the child's own frames
+    assert [e.reason for e in rec.of(WorkerRetired)] == ["load_failed"]
+    assert not rec.of(SceneFinished)
+    assert_workers_gone([])
+
+
+@pytest.mark.timeout(120)
+def test_unknown_backend_class_fails_before_any_worker_starts(tmp_path):
+    tasks = make_tasks(tmp_path, [("s0", 0.1)])
+    spec = WorkerSpec(backend="whisperjav_enhance.no_such_module:Nothing", weights_path=None,
+                      backend_options={}, slot=CPU)
+    with pytest.raises(BackendUnavailable, match="no_such_module"):
+        run_pool(tasks, units_of([[0]]), [spec], PoolPolicy(**SAFE))
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupt_stops_workers_and_removes_temporaries(tmp_path, how):
+    tasks = make_tasks(tmp_path, [("s0", 0.1), ("s1", 0.1), ("s2_hang", 0.1), ("s3", 0.1)])
+    stale = Path(tasks[2].output_path).parent / ".s2_hang.a1b2c3d4.partial"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"what a killed writer leaves")
+
+    def interrupt(event):
+        if isinstance(event, SceneFinished) and event.index == tasks[1].index:
+            if how == "ctrl-c":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    rec = Recorder(interrupt)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RunInterrupted, match="SIGTERM" if how == "sigterm" else "Ctrl-C") as info:
+        run_pool(tasks, units_of([[0, 1], [2], [3]]), [faulty_spec(**SMALL_WINDOWS)],
+                 PoolPolicy(**SAFE), on_event=rec)
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    assert sorted(o.index for o in info.value.outcomes) == [tasks[0].index, tasks[1].index]
+    assert_enhanced_equal_input(tasks[0], info.value.outcomes[0])
+    assert not Path(tasks[3].output_path).exists()
+    assert_no_partials(tmp_path)
+    assert_workers_gone(rec.pids())
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(300)
+def test_gpu_worker_reports_allocator_telemetry_within_its_budget(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from whisperjav_enhance.devices import resolve_devices
+
+    tasks = make_tasks(tmp_path, [(f"s{i}", 0.3) for i in range(4)])
+    spec = WorkerSpec("passthrough", None, dict(SMALL_WINDOWS), resolve_devices("cuda:0")[0])
+    rec = Recorder()
+    report = run_pool(tasks, units_of([[0, 1], [2, 3]]), [spec],
+                      PoolPolicy(vram_budget_gb=1.0, **SAFE), on_event=rec)
+    for task, outcome in zip(tasks, report.outcomes):
+        assert_enhanced_equal_input(task, outcome)
+    for t in rec.of(Telemetry):
+        assert t.allocated_mib is not None and t.reserved_mib >= t.allocated_mib
+        assert t.inactive_split_mib is not None and t.alloc_retries == 0 and t.oom_count == 0
+    assert report.peak_vram_mib is not None and 0 < report.peak_vram_mib <= 1024
+    assert not torch.cuda.is_initialized()  # the parent never touched CUDA
+    assert_workers_gone(rec.pids())
+
+
+def test_empty_run_starts_nothing():
+    report = run_pool([], [], [faulty_spec()], PoolPolicy())
+    assert report.outcomes == () and report.workers_started == 0
+    assert np.isclose(report.startup_wait_seconds, 0.0)

@@ -1,0 +1,189 @@
+"""The crash-case table: every way a worker can fail, run through the spawned pool on the CPU with
+the fault-injecting test backend (whisperjav_enhance.testing.FaultyBackend).
+
+One pool run serves the whole table (each crash needs a fresh worker, and a worker start costs
+~3 s here, so separate runs would triple the time). Each unit pairs a well-behaved scene with a
+faulty one, in this order; the table's cases then check their own scenes, and the invariants
+tests check the run as a whole:
+
+    unit  scenes                      fault                                   worker
+    0     k0, k1                      worker 1 SIGKILLed from outside at start  1 (killed)
+    1     r0, r1_raise                RuntimeError in the forward             2
+    2     m0, m1_oom                  OOM when batched (halved, then fine)    2
+    3     e0, e1_exit_once            os._exit(3) once                        2 (dies)
+    4     v0, v1_segv_once            segmentation fault once                 3 (dies)
+    5     a0, a1_abort_once           abort once                              4 (dies)
+    6     q0, q1_killme_once          SIGKILL to itself once                  5 (dies)
+    7     h0, h1_hang_once            hangs once: watchdog                    6 (killed)
+    8     o0, o1_oomalways            OOM even alone: retire, then fails      7 (retires), 8
+    9     p0, p1_segv                 poison: segfaults every time            8 (dies), 9 (dies)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from whisperjav_enhance.config import PoolPolicy
+from whisperjav_enhance.events import SceneFinished, WorkerCrashed, WorkerRetired, WorkerStarted
+from whisperjav_enhance.pool import run_pool
+from whisperjav_enhance.pool import supervisor
+
+from _pool_helpers import (SMALL_WINDOWS, Recorder, assert_enhanced_equal_input, assert_no_partials,
+                           assert_one_terminal_event_each, assert_workers_gone, faulty_spec,
+                           make_tasks, units_of)
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals and /proc are POSIX here")
+
+SCENES = [("k0", 0.1), ("k1", 0.2), ("r0", 0.2), ("r1_raise", 0.15), ("m0", 0.3), ("m1_oom", 0.3),
+          ("e0", 0.2), ("e1_exit_once", 0.2), ("v0", 0.2), ("v1_segv_once", 0.2),
+          ("a0", 0.2), ("a1_abort_once", 0.2), ("q0", 0.2), ("q1_killme_once", 0.2),
+          ("h0", 0.05), ("h1_hang_once", 0.2), ("o0", 0.2), ("o1_oomalways", 0.2),
+          ("p0", 0.2), ("p1_segv", 0.2)]
+SCENE_TIMEOUT_S = 5.0
+
+
+class CrashRun:
+    def __init__(self, tasks, report, rec, folder):
+        self.tasks, self.report, self.rec, self.folder = tasks, report, rec, folder
+        self.pos = {Path(t.input_path).stem: i for i, t in enumerate(tasks)}
+
+    def outcome(self, name):
+        return self.report.outcomes[self.pos[name]]
+
+    def crashes_matching(self, text):
+        return [e for e in self.rec.of(WorkerCrashed) if text in e.description]
+
+
+@pytest.fixture(scope="module")
+def crash_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("crash_run")
+    tasks = make_tasks(folder, SCENES)
+    # What a writer killed mid-file leaves behind: the crash handling must remove it.
+    stale = folder / "out" / ".e1_exit_once.x7y8z9w0.partial"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half a file")
+
+    def kill_first_worker(event):
+        if isinstance(event, WorkerStarted) and event.worker == 1:
+            os.kill(event.pid, signal.SIGKILL)
+
+    rec = Recorder(kill_first_worker)
+    policy = PoolPolicy(scene_timeout_s=SCENE_TIMEOUT_S, startup_timeout_s=120.0,
+                        workers_per_device=1, max_crashes_per_scene=2)
+    report = run_pool(tasks, units_of([[2 * u, 2 * u + 1] for u in range(len(SCENES) // 2)]),
+                      [faulty_spec(**SMALL_WINDOWS)], policy, on_event=rec)
+    return CrashRun(tasks, report, rec, folder)
+
+
+# case -> (scenes that must end enhanced, {scene: failure reason}, text of the crash it causes)
+CASES = {
+    "raise": (["r0"], {"r1_raise": "backend_error"}, None),
+    "oom": (["m0", "m1_oom", "o0"], {"o1_oomalways": "out_of_memory"}, None),
+    "os_exit": (["e0", "e1_exit_once"], {}, "exit code 3"),
+    "sigkill_outside": (["k0", "k1"], {}, "killed by SIGKILL: killed from outside"),
+    "segfault": (["v0", "v1_segv_once"], {}, "killed by SIGSEGV"),
+    "abort": (["a0", "a1_abort_once"], {}, "killed by SIGABRT"),
+    "sigkill_self": (["q0", "q1_killme_once"], {}, "killed by SIGKILL"),
+    "hang": (["h0", "h1_hang_once"], {}, "timeout: no scene finished in 5 s"),
+    "poison": (["p0"], {"p1_segv": "quarantined"}, "killed by SIGSEGV"),
+}
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("case", list(CASES))
+def test_crash_case(crash_run, case):
+    enhanced, failed, crash_text = CASES[case]
+    for name in enhanced:
+        assert_enhanced_equal_input(crash_run.tasks[crash_run.pos[name]], crash_run.outcome(name))
+    for name, reason in failed.items():
+        o = crash_run.outcome(name)
+        assert (o.status, o.reason, o.output_path) == ("failed", reason, None), o
+        assert not Path(crash_run.tasks[crash_run.pos[name]].output_path).exists()
+    if crash_text is not None:
+        assert crash_run.crashes_matching(crash_text), [e.description for e in crash_run.rec.of(WorkerCrashed)]
+    if case in ("os_exit", "segfault", "abort", "sigkill_self", "hang"):
+        # The worker that crashed had the faulty scene in flight; a later worker finished it.
+        fault = crash_run.outcome(enhanced[1])
+        crashed = crash_run.crashes_matching(crash_text)
+        assert any(e.worker < fault.worker and e.requeued >= 1 for e in crashed)
+
+
+def test_sigkill_from_outside_is_reported_for_that_worker(crash_run):
+    (first,) = [e for e in crash_run.rec.of(WorkerCrashed) if e.worker == 1]
+    assert "SIGKILL" in first.description and "out-of-memory killer" in first.description
+
+
+def test_oom_alone_retires_the_worker_then_fails_in_a_fresh_one(crash_run):
+    assert crash_run.report.recycles == {"oom": 1}
+    (retired,) = [e for e in crash_run.rec.of(WorkerRetired) if e.reason == "oom"]
+    failed = crash_run.outcome("o1_oomalways")
+    assert failed.worker > retired.worker and "does not fit" in failed.message
+
+
+def test_poison_scene_is_quarantined_naming_both_crashes(crash_run):
+    o = crash_run.outcome("p1_segv")
+    assert o.worker is None and "after 2 worker crash(es)" in o.message
+    assert o.message.count("SIGSEGV") == 2
+    assert len(crash_run.crashes_matching("SIGSEGV")) == 3  # v1 once, p1 twice
+
+
+def test_every_scene_has_one_terminal_state_and_nothing_is_left_behind(crash_run):
+    report, rec = crash_run.report, crash_run.rec
+    assert [o.index for o in report.outcomes] == [t.index for t in crash_run.tasks]
+    assert_one_terminal_event_each(crash_run.tasks, rec)
+    statuses = [o.status for o in report.outcomes]
+    assert statuses.count("failed") == 3 and statuses.count("enhanced") == len(SCENES) - 3
+    # 1 killed from outside, exit, segv, abort, killme, hang, poison twice.
+    assert report.worker_crashes == 8 and len(report.crashes) == 8
+    assert report.workers_started == len(rec.of(WorkerStarted)) == 9
+    assert_no_partials(crash_run.folder)
+    assert_workers_gone(rec.pids())
+
+
+def test_scenes_finished_before_a_crash_are_not_redone(crash_run):
+    # Worker 2 finished r0, r1_raise, m0 and m1_oom, then died on e1_exit_once: those four keep
+    # worker 2's result. Of unit 3 (e0, e1_exit_once), only what worker 2 had not reported went to
+    # worker 3 (after m1_oom's halving, worker 2 runs one window per forward, so e0 may finish
+    # before e1's first window kills it).
+    (exit_crash,) = crash_run.crashes_matching("exit code 3")
+    w = exit_crash.worker
+    assert [crash_run.outcome(n).worker for n in ("r0", "r1_raise", "m0", "m1_oom")] == [w] * 4
+    unit3 = {n: crash_run.outcome(n).worker for n in ("e0", "e1_exit_once")}
+    assert unit3["e1_exit_once"] == w + 1
+    assert exit_crash.requeued == sum(1 for worker in unit3.values() if worker != w)
+    assert set(unit3.values()) <= {w, w + 1}
+
+
+@pytest.mark.timeout(120)
+def test_workers_that_die_while_starting_end_the_run_with_every_scene_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(supervisor, "MAX_FUTILE_CRASHES", 1)
+    tasks = make_tasks(tmp_path, [("s0", 0.1), ("s1", 0.1)])
+    rec = Recorder()
+    report = run_pool(tasks, units_of([[0], [1]]), [faulty_spec(exit_on_load=True)],
+                      PoolPolicy(startup_timeout_s=120.0, workers_per_device=1), on_event=rec)
+    assert [(o.status, o.reason) for o in report.outcomes] == [("failed", "worker_crash")] * 2
+    assert "exit code 5" in report.outcomes[0].message
+    assert report.worker_crashes == 1 and report.workers_started == 1
+    assert_one_terminal_event_each(tasks, rec)
+    assert not rec.of(SceneFinished)[0].output_path
+    assert_workers_gone([])
+
+
+@pytest.mark.timeout(120)
+def test_worker_start_limit_fails_what_is_left_after_the_last_allowed_worker(tmp_path):
+    tasks = make_tasks(tmp_path, [("s0", 0.1), ("s1_exit", 0.1), ("s2", 0.1)])
+    rec = Recorder()
+    report = run_pool(tasks, units_of([[0], [1], [2]]), [faulty_spec(**SMALL_WINDOWS)],
+                      PoolPolicy(startup_timeout_s=120.0, workers_per_device=1,
+                                 max_worker_starts=1), on_event=rec)
+    assert_enhanced_equal_input(tasks[0], report.outcomes[0])
+    for o in report.outcomes[1:]:
+        assert (o.status, o.reason) == ("failed", "worker_crash")
+        assert "limit of 1 worker starts" in o.message
+    assert report.workers_started == 1 and report.worker_crashes == 1
+    assert_one_terminal_event_each(tasks, rec)
+    assert_workers_gone(rec.pids())

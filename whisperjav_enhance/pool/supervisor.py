@@ -1,0 +1,653 @@
+"""The parent side of the pool: spawns workers, hands them work units, watches them, replaces them,
+and turns everything they report into exactly one terminal state per scene.
+
+Data flow::
+
+    run_pool(tasks, units, specs, policy, on_event)
+      |
+      v
+    Supervisor -- job queue (work units; scenes given back after a crash go to the front, one per job)
+      |   lanes = device slots x workers per device; each lane: one active worker + warm
+      |   standbys, spawned while the active one still works so a recycle costs ~nothing
+      |
+      |   UnitAssignment, Shutdown ------- pipe -------> worker_main (spawn; CUDA_VISIBLE_DEVICES
+      |   <-- Ready | LoadFailed, SceneResult..., UnitDone      set first; model loaded once)
+      |       (telemetry), Retiring (last message: why)
+      |   <-- process sentinel: an exit without Retiring is a crash (exit code or signal)
+      |   watchdog: no message for scene_timeout_s while busy, or not ready in startup_timeout_s
+      v
+    Ledger -- one SceneOutcome per task --> events (SceneFinished, WorkerStarted, WorkerRetired,
+                                            WorkerCrashed, Telemetry, Log) --> PoolReport
+
+The parent never initialises CUDA: it imports the backend class only to read
+``needs_cuda_for_speed`` (that may import torch, which creates no CUDA context), and every model
+runs in a spawned child. So when ``run_pool`` returns, this process holds no GPU memory.
+
+Rules that keep every scene accounted for:
+
+* A scene is terminal once, when its worker reports it (after the output was renamed into place)
+  or when the parent fails it. A crashed worker's *unfinished* scenes, and only those, are given
+  back. If a worker died after renaming an output but before reporting it, the scene is redone
+  and the file replaced atomically (``os.replace``): never seen half-written, reported once.
+* Scenes in flight at a crash are charged one crash each and requeued one scene per job, so a
+  batch mate's crash never condemns an innocent scene; a scene that reaches
+  ``max_crashes_per_scene`` crashes, the last of them alone in its worker, is quarantined
+  (``quarantined``, the message names the crashes). Watchdog kills count as crashes.
+* A window that does not fit alone: the worker retires (``oom``), the scenes it did not finish go
+  to a fresh worker, and the scene fails with ``out_of_memory`` if it runs out of memory again.
+* A worker that cannot load its backend (missing weights, missing package) stops the run at once:
+  the same error class is raised here, with the child's traceback as ``__cause__``.
+* Runaway guards: consecutive crashes that finish nothing (``MAX_FUTILE_CRASHES`` per lane) or
+  ``policy.max_worker_starts`` starts end the run; its remaining scenes fail with
+  ``worker_crash`` and the crash descriptions, so the report stays complete.
+* Ctrl-C / SIGTERM: workers are terminated then killed (joined with timeouts), temporaries of
+  unfinished scenes removed, and :class:`RunInterrupted` raised.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import multiprocess
+from multiprocess.connection import wait as _wait
+
+from ..config import PoolPolicy
+from ..devices import default_cpu_workers
+from ..errors import (BackendUnavailable, ConfigError, DeviceError, RunInterrupted, WeightsError)
+from ..events import Log, WorkerCrashed, WorkerRetired, WorkerStarted
+from .cleanup import Terminated, install_termination_handler, output_paths, remove_partials
+from .ledger import Ledger, PoolReport, validate_units
+from .messages import (LoadFailed, Ready, Retiring, SceneResult, Shutdown, UnitAssignment,
+                       UnitDone, WorkerSpec)
+from .worker import resolve_backend_class, worker_main
+
+# Tunables (module-level so tests can shrink them).
+POLL_S = 0.5                  # longest single wait; keeps Ctrl-C prompt on Windows
+LEAVE_TIMEOUT_S = 30.0        # a retired worker gets this long to exit before it is killed
+SHUTDOWN_GRACE_S = 10.0       # at the end of a run, before idle workers are terminated
+JOIN_TIMEOUT_S = 5.0          # per step of terminate -> kill when stopping workers
+MAX_FUTILE_CRASHES = 3        # per lane: consecutive crashes that finish nothing end the run
+STANDBY_LEAD = 1.5            # a standby must be spawned this many start-up times before the
+                              # worker it replaces is expected to retire
+STANDBY_AT_FRACTION = 0.75    # ... or when a drift measure passes this fraction of its limit
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker (attached as ``__cause__``)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        super().__init__(text)
+
+    def __str__(self):
+        return "\n\n" + self.text.rstrip() + "\n(raised in the worker process)"
+
+
+class _LoadFailure(Exception):
+    def __init__(self, msg: LoadFailed, spec: WorkerSpec):
+        self.msg, self.spec = msg, spec
+        super().__init__(msg.message)
+
+
+# -- describing a dead worker ------------------------------------------------------------------
+_NATIVE = "native crash in the model runtime or the CUDA driver"
+_SIGNAL_CAUSES = {
+    "SIGKILL": "killed from outside, or by the operating system's out-of-memory killer "
+               "(see `dmesg` on Linux)",
+    "SIGSEGV": _NATIVE + " (segmentation fault)",
+    "SIGBUS": _NATIVE + " (bus error)",
+    "SIGILL": _NATIVE + " (illegal instruction)",
+    "SIGFPE": _NATIVE + " (arithmetic fault)",
+    "SIGABRT": "native abort in the model runtime or the CUDA driver (a failed check or a panic)",
+    "SIGTERM": "terminated from outside",
+}
+_WINDOWS_STATUS = {
+    0xC0000005: _NATIVE + " (access violation)",
+    0xC00000FD: _NATIVE + " (stack overflow)",
+    0xC0000409: "native abort in the model runtime or the CUDA driver (fail-fast)",
+    0xC0000017: "out of memory in native code",
+}
+
+
+def describe_exit(code: int | None) -> str:
+    """One line for people: exit code or signal name, and the likely cause."""
+    if code is None:
+        return "exited with unknown status"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}: {_SIGNAL_CAUSES.get(name, 'a signal from outside or a native fault')}"
+    status = _WINDOWS_STATUS.get(code & 0xFFFFFFFF)
+    if status:
+        return f"exit code {code & 0xFFFFFFFF:#x}: {status}"
+    return (f"exit code {code}: the worker exited without reporting (os._exit, or a fatal error "
+            "in native code)")
+
+
+def load_error(msg: LoadFailed, spec: WorkerSpec) -> Exception:
+    """The parent-side exception for a worker's load failure (same class where it is ours)."""
+    classes = {"WeightsError": WeightsError, "BackendUnavailable": BackendUnavailable,
+               "DeviceError": DeviceError, "ConfigError": ConfigError}
+    if msg.error_type in classes:
+        err = classes[msg.error_type](msg.message)
+        if isinstance(err, WeightsError):
+            err.searched = tuple(msg.searched)  # the message already lists them
+    elif msg.error_type in ("ImportError", "ModuleNotFoundError"):
+        err = BackendUnavailable(f"backend {spec.backend!r} cannot be imported in the worker "
+                                 f"({msg.message}); install its extra, e.g. "
+                                 f"`pip install 'whisperjav-enhance[{spec.backend}]'`")
+    else:
+        err = BackendUnavailable(f"backend {spec.backend!r} failed to load in a worker on "
+                                 f"{spec.slot.label}: {msg.error_type}: {msg.message}")
+    return err
+
+
+# -- parent-side records ---------------------------------------------------------------------------
+@dataclass
+class _Job:
+    unit_id: int
+    positions: tuple[int, ...]
+    isolate: bool = False   # run the scenes one at a time (they were in flight at a crash)
+
+
+class _Lane:
+    """One worker position on a device slot: an active worker and its warm standbys (oldest first)."""
+
+    def __init__(self, index: int, spec: WorkerSpec, threads: int | None):
+        self.index = index
+        self.spec = spec
+        self.threads = threads
+        self.active: _Worker | None = None
+        self.standbys: list[_Worker] = []
+        self.futile = 0           # consecutive crashes in this lane that finished nothing
+
+    @property
+    def label(self) -> str:
+        return self.spec.slot.label
+
+
+class _Worker:
+    def __init__(self, wid: int, lane: _Lane, process, conn, role: str):
+        self.id = wid
+        self.lane = lane
+        self.process = process
+        self.conn = conn
+        self.role = role                    # "active", "standby" or "leaving"
+        self.pid = process.pid
+        self.spawned_at = time.perf_counter()
+        self.ready = False
+        self.job: _Job | None = None
+        self.open: set[int] = set()         # positions of the job not yet reported
+        self.progress_at = self.spawned_at  # last sign of progress (for the watchdog)
+        self.leaving_since: float | None = None
+        self.retiring: Retiring | None = None
+        self.kill_reason: str | None = None
+        self.scenes_done = 0
+        self.busy_s = 0.0
+        self.memory = None                  # last telemetry.MemorySnapshot
+        self.finished_any = False
+
+
+class Supervisor:
+    """Runs one set of tasks through spawned workers; see the module docstring."""
+
+    def __init__(self, tasks: Sequence, jobs: list[_Job], specs: Sequence[WorkerSpec],
+                 policy: PoolPolicy, on_event: Callable | None):
+        self.tasks = list(tasks)
+        self.policy = policy
+        self.ledger = Ledger(self.tasks, on_event)
+        self.queue: deque[_Job] = deque(jobs)
+        self.lanes = self._make_lanes(specs)
+        self.ctx = multiprocess.get_context("spawn")
+        self.workers: dict[int, _Worker] = {}
+        self.next_id = 0
+        self.crash_counts = Counter()
+        self.crash_notes: dict[int, list[str]] = {}
+        self.oom_positions: set[int] = set()
+        self.started = 0
+        self.crashes: list[str] = []
+        self.recycles = Counter()
+        self.startup_seconds: list[float] = []
+        self.wait_s = 0.0
+        self.first_ready: float | None = None
+        # Automatic bound: a start per lane and standby, two per unit (recycles, OOM retries), and
+        # every scene's crash allowance. Runs never reach it; it exists so nothing loops forever.
+        self.max_starts = policy.max_worker_starts or (
+            2 * len(self.lanes) * (1 + policy.max_standby_workers) + 2 * len(jobs)
+            + len(self.tasks) * (policy.max_crashes_per_scene + 1))
+        self.t0 = self._tick = time.perf_counter()
+        self._starved = 0
+        self._stopped = False
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def _make_lanes(self, specs: Sequence[WorkerSpec]) -> list[_Lane]:
+        plan = []
+        for spec in specs:
+            cls = resolve_backend_class(spec.backend)  # BackendUnavailable here, before any spawn
+            gpu = spec.slot.is_cuda and getattr(cls, "needs_cuda_for_speed", True)
+            n = self.policy.workers_per_device or (1 if gpu else default_cpu_workers())
+            plan.append((spec, int(n), gpu))
+        cpu_lanes = sum(n for _, n, gpu in plan if not gpu)
+        threads = max(1, (os.cpu_count() or 1) // cpu_lanes) if cpu_lanes else None
+        lanes = []
+        for spec, n, gpu in plan:
+            for _ in range(n):
+                lanes.append(_Lane(len(lanes), spec, None if gpu else threads))
+        return lanes
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def run(self) -> PoolReport:
+        while self.ledger.remaining:
+            self._schedule()
+            if not self.ledger.remaining:
+                break
+            self._wait_and_handle()
+        self.shutdown()
+        return self.ledger.report(
+            workers_started=self.started, recycles=dict(self.recycles),
+            worker_crashes=len(self.crashes), startup_seconds=tuple(self.startup_seconds),
+            startup_wait_seconds=self.wait_s, first_ready_seconds=self.first_ready or 0.0,
+            crashes=tuple(self.crashes))
+
+    def _schedule(self) -> None:
+        for lane in self.lanes:
+            if lane.active is None and lane.standbys:
+                lane.active = lane.standbys.pop(0)
+                lane.active.role = "active"
+            w = lane.active
+            if w is not None and w.ready and w.job is None and w.conn is not None:
+                self._assign_next(w)
+        waiting = sum(1 for lane in self.lanes if lane.active is not None and lane.active.job is None)
+        for lane in self.lanes:
+            if lane.active is None and len(self.queue) > waiting:
+                if not self._spawn(lane, "active"):
+                    break
+                waiting += 1
+        for lane in self.lanes:
+            while len(lane.standbys) < self._standbys_wanted(lane):
+                if not self._spawn(lane, "standby"):
+                    break
+        if self.queue and not self.workers:
+            self._give_up(f"no worker could be started (limit of {self.max_starts} worker starts "
+                          "reached)")
+        elif self.ledger.remaining and not self.queue and not self.workers:
+            self._give_up("scenes were lost track of (a bug in the pool; please report it)")
+        # Worker-slot seconds lost to start-up: lanes without a ready worker while work waits.
+        unready = sum(1 for lane in self.lanes if lane.active is None or not lane.active.ready)
+        self._starved = min(unready, len(self.queue))
+
+    def _assign_next(self, w: _Worker) -> None:
+        while self.queue:
+            job = self.queue.popleft()
+            items = tuple((p, self.tasks[p]) for p in job.positions if not self.ledger.done(p))
+            if not items:
+                continue
+            msg = UnitAssignment(job.unit_id, items,
+                                 tuple(p for p, _ in items if p in self.oom_positions), job.isolate)
+            w.job, w.open = job, {p for p, _ in items}
+            w.progress_at = time.perf_counter()
+            try:
+                w.conn.send(msg)
+            except (OSError, ValueError):
+                pass  # it died: its sentinel reports the crash and gives the job back
+            return
+
+    def _standbys_wanted(self, lane: _Lane) -> int:
+        """How many replacements should be loading now, so each is ready when its predecessor
+        retires and no more than the remaining work will use."""
+        w, p = lane.active, self.policy
+        if not p.warm_standby or w is None or not w.ready or not self.queue:
+            return 0
+        queued = sum(len(job.positions) for job in self.queue)
+        left = p.max_scenes_per_worker - w.scenes_done - len(w.open)  # before w retires
+        successors = math.ceil(max(0, queued - max(0, left)) / p.max_scenes_per_worker)
+        imminent = (w.job is not None and left <= 0) or (
+            w.memory is not None and self._near_drift_limit(w.memory))
+        if imminent:
+            successors = max(successors, 1)
+        if not successors:
+            return 0  # the run ends before this worker retires
+        depth = 1 if imminent else 0
+        if w.scenes_done and self.startup_seconds:
+            # Standby k takes over about (k - 1) worker lives after this worker retires; spawn it
+            # once that is less than STANDBY_LEAD start-ups away.
+            per_scene = w.busy_s / w.scenes_done
+            lead = STANDBY_LEAD * max(self.startup_seconds) - max(0, left) * per_scene
+            life = max(p.max_scenes_per_worker * per_scene, 1e-6)
+            if lead >= 0:
+                depth = max(depth, int(lead // life) + 1)
+        return min(depth, successors, p.max_standby_workers)
+
+    def _near_drift_limit(self, m) -> bool:
+        p, mib, f = self.policy, 1024 * 1024, STANDBY_AT_FRACTION
+        return ((m.drift_bytes is not None and m.drift_bytes > f * p.max_drift_mb * mib)
+                or (m.inactive_split_bytes is not None
+                    and m.inactive_split_bytes > f * p.max_inactive_split_mb * mib)
+                or (m.alloc_retries is not None and m.alloc_retries >= f * p.max_alloc_retries))
+
+    def _spawn(self, lane: _Lane, role: str) -> bool:
+        if self.started >= self.max_starts:
+            return False
+        self.next_id += 1
+        parent_conn, child_conn = self.ctx.Pipe(duplex=True)
+        process = self.ctx.Process(
+            target=worker_main, args=(child_conn, self.next_id, lane.spec, self.policy, lane.threads),
+            name=f"whisperjav-enhance-worker-{self.next_id}", daemon=True)
+        process.start()
+        child_conn.close()  # ours is closed so the pipe reports EOF when the child dies
+        w = _Worker(self.next_id, lane, process, parent_conn, role)
+        self.workers[w.id] = w
+        self.started += 1
+        if role == "active":
+            lane.active = w
+        else:
+            lane.standbys.append(w)
+            self.ledger.emit(Log(f"worker {w.id} starting as warm standby on {lane.label}"))
+        return True
+
+    def _wait_and_handle(self) -> None:
+        handles = {}
+        for w in self.workers.values():
+            if w.conn is not None:
+                handles[w.conn] = w
+            handles[w.process.sentinel] = w
+        timeout = max(0.0, min(POLL_S, self._next_deadline() - time.perf_counter()))
+        ready = _wait(list(handles), timeout) if handles else _sleep(timeout)
+        now = time.perf_counter()
+        self.wait_s += (now - self._tick) * self._starved
+        self._tick = now
+        for h in ready:
+            w = handles[h]
+            if h is w.conn and w.id in self.workers:
+                self._drain(w)
+        for h in ready:
+            w = handles[h]
+            if h is not w.conn and w.id in self.workers:
+                self._on_exit(w)
+        self._watchdog(time.perf_counter())
+
+    # -- messages ------------------------------------------------------------------------------------
+    def _drain(self, w: _Worker) -> None:
+        while w.conn is not None:
+            try:
+                if not w.conn.poll():
+                    return
+                msg = w.conn.recv()
+            except Exception:  # EOF, a broken pipe, or a message cut short by the child's death
+                w.conn.close()
+                w.conn = None
+                return
+            self._handle(w, msg)
+
+    def _handle(self, w: _Worker, msg) -> None:
+        now = time.perf_counter()
+        if isinstance(msg, SceneResult):
+            w.open.discard(msg.pos)
+            w.progress_at = now
+            if self.ledger.scene_result(msg):
+                w.finished_any = True
+                w.lane.futile = 0
+        elif isinstance(msg, UnitDone):
+            w.progress_at = now
+            w.scenes_done, w.memory = msg.scenes_done, msg.memory
+            w.busy_s += msg.busy_s
+            self.ledger.unit_done(msg)
+            if msg.retiring:
+                self._leave(w, now)
+            else:
+                self._give_back(w, sorted(w.open), "finished its unit without reporting")
+                w.job, w.open = None, set()
+        elif isinstance(msg, Ready):
+            w.ready, w.progress_at = True, now
+            startup = now - w.spawned_at
+            self.startup_seconds.append(startup)
+            if self.first_ready is None:
+                self.first_ready = now - self.t0
+            self.ledger.emit(WorkerStarted(w.id, w.lane.label, msg.pid, startup))
+        elif isinstance(msg, Retiring):
+            self._on_retiring(w, msg, now)
+        elif isinstance(msg, LoadFailed):
+            self.ledger.emit(WorkerRetired(w.id, "load_failed", 0))
+            raise _LoadFailure(msg, w.lane.spec)
+        else:
+            self.ledger.emit(Log(f"worker {w.id} sent an unknown message {type(msg).__name__}",
+                                 "warning"))
+
+    def _on_retiring(self, w: _Worker, msg: Retiring, now: float) -> None:
+        w.retiring = msg
+        if msg.reason != "shutdown":
+            self.recycles[msg.reason] += 1
+        note = f" ({msg.message.splitlines()[0]})" if msg.message else ""
+        self.ledger.emit(WorkerRetired(w.id, msg.reason, msg.scenes_done))
+        if msg.reason not in ("shutdown", "max_scenes"):
+            self.ledger.emit(Log(f"worker {w.id} retires: {msg.reason}{note}"))
+        unfinished = [p for p in msg.unfinished if not self.ledger.done(p)]
+        if msg.reason == "oom":
+            if msg.culprit is not None:
+                self.oom_positions.add(msg.culprit)
+            if unfinished:
+                unit_id = w.job.unit_id if w.job else -1
+                self.queue.appendleft(_Job(unit_id, tuple(unfinished)))
+        elif unfinished:  # cuda_error / worker_error: the context or the worker cannot be trusted
+            self._charge_crash(w, unfinished, f"worker {w.id} retired after {msg.reason}{note}")
+        self._give_back(w, sorted(p for p in w.open if p not in msg.unfinished),
+                        "retired without reporting")
+        w.open.clear()
+        self._leave(w, now)
+
+    def _leave(self, w: _Worker, now: float) -> None:
+        if w.lane.active is w:
+            w.lane.active = None
+        if w in w.lane.standbys:
+            w.lane.standbys.remove(w)
+        if w.role != "leaving":
+            w.role, w.leaving_since = "leaving", now
+
+    def _give_back(self, w: _Worker, positions, why: str) -> None:
+        positions = [p for p in positions if not self.ledger.done(p)]
+        if positions:
+            self.ledger.emit(Log(f"worker {w.id} {why} {len(positions)} scene(s); running them again",
+                                 "warning"))
+            self.queue.appendleft(_Job(w.job.unit_id if w.job else -1, tuple(positions)))
+        w.open.difference_update(positions)
+
+    # -- exits, crashes and the watchdog ---------------------------------------------------------------
+    def _on_exit(self, w: _Worker) -> None:
+        self._drain(w)  # what it said before it died still counts
+        w.process.join(JOIN_TIMEOUT_S)
+        self._forget(w)
+        if w.retiring is not None:
+            return
+        self._leave(w, time.perf_counter())
+        description = w.kill_reason or describe_exit(w.process.exitcode)
+        self.crashes.append(f"worker {w.id} (pid {w.pid}): {description}")
+        unfinished = sorted(p for p in w.open if not self.ledger.done(p))
+        remove_partials(output_paths(self.tasks, unfinished))
+        progressed = self._charge_crash(w, unfinished, f"worker {w.id}: {description}")
+        self.ledger.emit(WorkerCrashed(w.id, description, len(unfinished) - progressed))
+        if w.finished_any or progressed:
+            w.lane.futile = 0
+        else:
+            w.lane.futile += 1
+            if w.lane.futile >= MAX_FUTILE_CRASHES:
+                self._give_up(f"{w.lane.futile} workers in a row on {w.lane.label} crashed without "
+                              f"finishing a scene; last: {description}")
+
+    def _charge_crash(self, w: _Worker, positions: list[int], note: str) -> int:
+        """Charge a crash to the scenes in flight; quarantine or requeue each. Returns how many
+        were quarantined."""
+        alone = len(positions) == 1
+        requeue, quarantined = [], 0
+        for p in positions:
+            self.crash_counts[p] += 1
+            self.crash_notes.setdefault(p, []).append(note)
+            if alone and self.crash_counts[p] >= self.policy.max_crashes_per_scene:
+                notes = "; ".join(self.crash_notes[p])
+                self.ledger.finish(p, "failed", "quarantined",
+                                   f"quarantined after {self.crash_counts[p]} worker crash(es) while "
+                                   f"enhancing it: {notes}")
+                quarantined += 1
+            else:
+                requeue.append(p)
+        unit_id = w.job.unit_id if w.job else -1
+        for p in reversed(requeue):  # one scene per job: the next crash names its culprit
+            self.queue.appendleft(_Job(unit_id, (p,), isolate=True))
+        w.open.clear()
+        return quarantined
+
+    def _forget(self, w: _Worker) -> None:
+        self.workers.pop(w.id, None)
+        if w.conn is not None:
+            w.conn.close()
+            w.conn = None
+
+    def _next_deadline(self) -> float:
+        deadlines = [time.perf_counter() + POLL_S]
+        for w in self.workers.values():
+            d = self._deadline(w)
+            if d is not None:
+                deadlines.append(d)
+        return min(deadlines)
+
+    def _deadline(self, w: _Worker) -> float | None:
+        if w.kill_reason is not None:
+            return None
+        if w.role == "leaving":
+            return (w.leaving_since or w.spawned_at) + LEAVE_TIMEOUT_S
+        if not w.ready:
+            return w.spawned_at + self.policy.startup_timeout_s
+        if w.job is not None:
+            return w.progress_at + self.policy.scene_timeout_s
+        return None
+
+    def _watchdog(self, now: float) -> None:
+        for w in list(self.workers.values()):
+            deadline = self._deadline(w)
+            if deadline is None or now < deadline:
+                continue
+            if w.role == "leaving":
+                w.kill_reason = "did not exit after retiring; killed"
+            elif not w.ready:
+                w.kill_reason = (f"timeout: not loaded after {self.policy.startup_timeout_s:g} s "
+                                 "(startup_timeout_s); killed")
+            else:
+                w.kill_reason = (f"timeout: no scene finished in {self.policy.scene_timeout_s:g} s "
+                                 "(scene_timeout_s); killed as hung")
+            w.process.kill()
+
+    def _give_up(self, why: str) -> None:
+        self.ledger.emit(Log(f"giving up: {why}", "warning"))
+        self.stop()
+        for pos in range(len(self.tasks)):
+            if not self.ledger.done(pos):
+                self.ledger.finish(pos, "failed", "worker_crash", f"not run: {why}")
+        self.queue.clear()
+
+    # -- stopping ------------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """End of the run: idle workers are asked to leave, loading ones are stopped."""
+        for w in list(self.workers.values()):
+            if w.ready and w.role != "leaving" and w.conn is not None:
+                try:
+                    w.conn.send(Shutdown())
+                    self._leave(w, time.perf_counter())
+                except (OSError, ValueError):
+                    pass
+            elif not w.ready:
+                w.retiring = Retiring(w.id, "shutdown", 0)  # a standby nobody needed: not a crash
+                w.process.terminate()
+                if w.conn is not None:
+                    w.conn.close()
+                    w.conn = None
+        deadline = time.perf_counter() + SHUTDOWN_GRACE_S
+        while self.workers and time.perf_counter() < deadline:
+            handles = {}
+            for w in self.workers.values():
+                if w.conn is not None:
+                    handles[w.conn] = w
+                handles[w.process.sentinel] = w
+            for h in _wait(list(handles), min(POLL_S, max(0.0, deadline - time.perf_counter()))):
+                w = handles[h]
+                if w.id not in self.workers:
+                    continue
+                self._drain(w)
+                if h is not w.conn:
+                    w.process.join(JOIN_TIMEOUT_S)
+                    self._forget(w)
+        self.stop()
+
+    def stop(self) -> None:
+        """Terminate, then kill, every worker still there; join each with a timeout."""
+        workers = list(self.workers.values())
+        for w in workers:
+            if w.process.is_alive():
+                w.process.terminate()
+        for w in workers:
+            w.process.join(JOIN_TIMEOUT_S)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(JOIN_TIMEOUT_S)
+            self._forget(w)
+
+    def unfinished_outputs(self) -> list[str]:
+        return output_paths(self.tasks, [p for p in range(len(self.tasks)) if not self.ledger.done(p)])
+
+
+# -- entry point -------------------------------------------------------------------------------------
+def run_pool(tasks: Sequence, units: Sequence, specs: Sequence[WorkerSpec], policy: PoolPolicy,
+             on_event: Callable | None = None) -> PoolReport:
+    """Enhance ``tasks`` in spawned workers; one :class:`SceneOutcome` per task, in task order.
+
+    Raises :class:`RunInterrupted` on Ctrl-C/SIGTERM (after stopping workers and removing
+    temporaries), and WeightsError/BackendUnavailable/DeviceError when workers cannot load.
+    """
+    tasks, specs = list(tasks), list(specs)
+    if not specs:
+        raise ValueError("run_pool needs at least one WorkerSpec")
+    jobs = [_Job(u.unit_id, pos) for u, pos in zip(_nonempty(units), validate_units(len(tasks), units))]
+    if not tasks:
+        return Ledger([], on_event).report(workers_started=0, recycles={}, worker_crashes=0,
+                                           startup_seconds=(), startup_wait_seconds=0.0)
+    sup = Supervisor(tasks, jobs, specs, policy, on_event)
+    restore = install_termination_handler()
+    finished = False
+    try:
+        report = sup.run()
+        finished = True
+        return report
+    except (KeyboardInterrupt, Terminated) as exc:
+        sup.stop()
+        removed = remove_partials(sup.unfinished_outputs())
+        what = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
+        err = RunInterrupted(f"interrupted by {what}: workers stopped, {len(removed)} temporary "
+                             "file(s) removed, finished scenes kept")
+        err.outcomes = tuple(o for o in sup.ledger.outcomes if o is not None)
+        raise err from None
+    except _LoadFailure as failure:
+        sup.stop()
+        raise load_error(failure.msg, failure.spec) from RemoteTraceback(failure.msg.traceback_text)
+    finally:
+        sup.stop()
+        restore()
+        if not finished:  # any other way out (a failing on_event, a bug): no temporaries left
+            remove_partials(sup.unfinished_outputs())
+
+
+def _sleep(seconds: float) -> list:
+    time.sleep(seconds)
+    return []
+
+
+def _nonempty(units):
+    return [u for u in units if len(u.scenes)]
+
+
+__all__ = ["run_pool", "Supervisor", "RemoteTraceback", "describe_exit", "load_error"]
