@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -404,3 +405,54 @@ def test_empty_run_starts_nothing():
     report = run_pool([], [], [faulty_spec()], PoolPolicy())
     assert report.outcomes == () and report.workers_started == 0
     assert np.isclose(report.startup_wait_seconds, 0.0)
+
+
+_ORPHAN_SCRIPT = r'''
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from _pool_helpers import make_tasks, units_of, faulty_spec
+from whisperjav_enhance.config import PoolPolicy
+from whisperjav_enhance.events import WorkerStarted
+from whisperjav_enhance.pool import run_pool
+
+def on_event(e):
+    if isinstance(e, WorkerStarted):
+        print("PID", e.pid, flush=True)
+
+if __name__ == "__main__":
+    tasks = make_tasks(Path({folder!r}), [("stuck_hang", 0.1)])
+    run_pool(tasks, units_of([[0]]), [faulty_spec()],
+             PoolPolicy(workers_per_device=1, scene_timeout_s=600, warm_standby=False),
+             on_event=on_event)
+'''
+
+
+def test_a_hung_worker_exits_when_its_parent_is_killed(tmp_path):
+    """SIGKILL of the parent mid-hang: nothing reads the worker's pipe any more, so only the
+    worker's parent watch can end it; it must not hold its (GPU) memory forever."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(_ORPHAN_SCRIPT.format(tests=str(Path(__file__).parent), folder=str(tmp_path)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while not line.startswith("PID") and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+        assert line.startswith("PID"), "worker never started"
+        worker_pid = int(line.split()[1])
+        time.sleep(1.0)  # let the worker enter the hanging scene
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert_workers_gone([worker_pid], timeout_s=20.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        proc.stdout.close()

@@ -35,10 +35,13 @@ import gc
 import importlib
 import os
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
 from typing import Callable
+
+import multiprocess
 
 from .. import audio
 from ..config import PoolPolicy
@@ -56,6 +59,8 @@ BUDGET_MARGIN_FRACTION = 0.10
 # Release the allocator's cache after every unit (see the module docstring).
 EMPTY_CACHE_AFTER_UNIT = True
 # Substrings of errors after which a CUDA context cannot be trusted any more.
+# Exit code of a worker that saw its parent die (the parent cannot read it; for logs and tests).
+PARENT_GONE_EXIT_CODE = 70
 _DEVICE_FATAL_MARKERS = ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "cuDNN error",
                          "device-side assert", "illegal memory access")
 
@@ -341,10 +346,31 @@ def _prepare_child(spec: WorkerSpec) -> None:
         pass
 
 
+def _exit_with_parent() -> None:
+    """Leave at once when the parent dies (even by SIGKILL).
+
+    A worker notices a dead parent at its next pipe read or write, but one stuck in a forward, a
+    native call or a hang never gets there and would hold its GPU memory forever. The parent's
+    process sentinel (portable: a pipe on POSIX, a handle on Windows) is watched by a thread.
+    A scene being written at that moment leaves only a ``.partial`` temporary, which the next run
+    removes.
+    """
+    parent = multiprocess.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        parent.join()
+        os._exit(PARENT_GONE_EXIT_CODE)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def worker_main(conn, worker_id: int, spec: WorkerSpec, policy: PoolPolicy,
                 threads: int | None = None) -> None:
     """Entry point of a spawned worker: load, then serve units until told to stop or retiring."""
     _prepare_child(spec)
+    _exit_with_parent()
     started = time.perf_counter()
     runtime = WorkerRuntime(worker_id, spec, policy, spec.slot.torch_device, threads)
     try:
