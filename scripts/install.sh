@@ -11,4 +11,4 @@ pip install -q -c constraints.txt "$(grep -E '^torch==' constraints.txt)"
 # clearvoice's metadata pins numpy<2, torchaudio and torchvision; the network class needs none of
 # them (its real imports come with the [mossformer2] extra), so it is installed without them.
 pip install -q --no-deps "clearvoice>=0.1.2"
-pip install -q -c constraints.txt -e '.[all,test]'
+pip install -q -c constraints.txt -e '.[all,test,ray]'

@@ -76,6 +76,10 @@ def test_atomic_write_roundtrip_and_no_temp_left(tmp_path):
     y, sr = sf.read(str(out), dtype="float32")
     assert sr == 48_000 and np.allclose(x, y, atol=1 / 32768)
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["o.wav"]
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask   # not mkstemp's private 0600
 
 
 def test_atomic_write_failure_leaves_nothing(tmp_path, monkeypatch):

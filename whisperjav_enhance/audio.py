@@ -151,6 +151,8 @@ def write_audio_atomic(path: str | os.PathLike, audio: np.ndarray, sample_rate: 
             sf.write(fh, audio, sample_rate, subtype=subtype, format="WAV")
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; outputs get the permissions any new file would (umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as exc:
         try:
@@ -161,6 +163,12 @@ def write_audio_atomic(path: str | os.PathLike, audio: np.ndarray, sample_rate: 
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def is_partial_file(path: Path) -> bool:

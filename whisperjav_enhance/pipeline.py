@@ -17,8 +17,6 @@ left behind are removed before the run starts.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -262,9 +260,8 @@ def _executor(options: EnhanceOptions):
 
         return lambda tasks, units, specs, policy, on_event: run_inprocess(
             tasks, units, specs[0], policy, on_event=on_event)
-    if importlib.util.find_spec("whisperjav_enhance.ray_executor") is None:
-        raise ConfigError("executor 'ray' is not available yet in this version; use --executor pool")
-    ray_executor = importlib.import_module("whisperjav_enhance.ray_executor")
+    from . import ray_executor  # imports ray lazily, inside run_ray
+
     return lambda tasks, units, specs, policy, on_event: ray_executor.run_ray(
         tasks, units, specs, policy, on_event=on_event, address=options.ray_address)
 

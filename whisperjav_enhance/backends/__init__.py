@@ -82,10 +82,11 @@ def select_backend(spec: str, weights_path: str | None = None, **options) -> tup
         try:
             backend = create_backend(cand, weights_path if cand != "deepfilternet" else None)
         except (WeightsError, BackendUnavailable) as exc:
-            notes.append(f"{cand}: {str(exc).splitlines()[0]}")
+            # First sentence only: the full text (where to get weights) is for `models`.
+            notes.append(f"{cand}: {str(exc).splitlines()[0].split('. ')[0].rstrip('.')}")
             continue
-        skipped = f" ({'; '.join(notes)})" if notes else ""
-        return backend, f"auto picked {cand}: the best backend usable here{skipped}"
+        skipped = f" ({'; '.join(notes)}; `whisperjav-enhance models` says how to get them)" if notes else ""
+        return backend, f"auto picked {cand}, the best backend usable here{skipped}"
     raise BackendUnavailable("no backend is usable: " + "; ".join(notes))
 
 

@@ -1,0 +1,793 @@
+"""The Ray executor: the pool's semantics on a Ray cluster, for many GPUs and many machines.
+
+    run_ray(tasks, units, specs, policy, on_event=None, address=None) -> PoolReport
+
+Same contract as ``pool.run_pool`` (same tasks, planner units, events and report); only where the
+workers live differs::
+
+    driver (this process, never touches CUDA)                 Ray actors, one per lane
+      queue of work units (crash requeues: front, one scene    RayWorker: pool.worker.WorkerRuntime
+      per job) --run_unit(UnitAssignment)------------------->    loaded once (load())
+      <---- streaming generator: SceneResult* UnitDone [Retiring]  reads/writes scene files itself
+      ActorDiedError = a crash; watchdog = ray.kill               (outputs: write_audio_atomic)
+      Ledger -> events -> PoolReport
+
+* Lanes: one actor per GPU of the cluster (``num_gpus=1``; ``workers_per_device`` N shares each GPU
+  between N actors at ``num_gpus=1/N``), or on the CPU ``workers_per_device`` actors, by default
+  one per two cluster cores like ``devices.default_cpu_workers`` (``num_cpus=1`` each). Ray, not
+  ``CUDA_VISIBLE_DEVICES`` from the driver, gives each actor its GPU.
+* The per-unit code is the local worker's (``WorkerRuntime.run_unit``), so batching, OOM handling,
+  per-scene failures, telemetry and the recycling decision are identical. Each message it emits is
+  yielded to the driver as it happens, so a dead actor's finished scenes are known and only its
+  unfinished scenes are requeued.
+* Recycling (scene count, drift, ...): the actor says why in its ``Retiring`` message; the driver
+  announces ``WorkerRetired`` with that reason, ends it with ``ray.kill`` (a fresh process, so a
+  fresh allocator) and starts a new actor. No warm standby: an actor holds its GPU's whole Ray
+  resource, so a standby could not load beside it; a recycle costs one start.
+* Crashes (``RayActorError``: the process or its node died) and watchdog kills are charged to the
+  scenes in flight exactly as in the local pool; a scene present at ``max_crashes_per_scene``
+  crashes, the last alone in its worker, is quarantined.
+* ``address=None`` starts a private local Ray instance (no dashboard, worker output not forwarded)
+  and shuts it down when the run ends, on errors and Ctrl-C too. An address joins that cluster and
+  leaves it running. If this process is already connected to Ray, that connection is used as is.
+  Every node needs this package, the backend's packages and its weights at the same path, and must
+  reach the input and output folders under the same paths (shared storage).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import queue
+import re
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .config import PoolPolicy
+from .errors import BackendUnavailable, ConfigError, DeviceError, RunInterrupted
+from .events import Log, WorkerCrashed, WorkerRetired, WorkerStarted
+from .pool.cleanup import Terminated, install_termination_handler, output_paths, remove_partials
+from .pool.ledger import Ledger, PoolReport, validate_units
+from .pool.messages import (LoadFailed, Retiring, SceneResult, UnitAssignment, UnitDone,
+                            WorkerSpec)
+
+# Tunables (module-level so tests can shrink them).
+POLL_S = 0.5                     # longest single wait; keeps Ctrl-C prompt
+SHUTDOWN_GRACE_S = 10.0          # at the end of a run: how long a busy actor may take to send
+                                 # the rest of its last unit's report (telemetry, retirement)
+KILL_WAIT_S = 10.0               # after ray.kill: longest wait for a local actor process to exit
+REMOTE_KILL_GRACE_S = 2.0        # ... for an actor on another node (its pid cannot be watched)
+CPU_CORES_PER_WORKER = 2         # CPU actors: one per this many cluster cores (as the local pool)
+LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024  # local instance only: small messages cross Ray, never
+                                              # audio, so the object store is kept small
+NAMESPACE = "whisperjav-enhance"  # Ray namespace of the run's actors
+JOIN_PROBE_TIMEOUT_S = 10.0      # a host:port address must accept a TCP connection within this;
+                                 # ray.init itself retries an unreachable address for minutes
+
+
+# -- the actor --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ActorLoaded:
+    """What an actor's ``load()`` returns: the worker's own answer and where the actor runs."""
+
+    message: object              # messages.Ready or messages.LoadFailed
+    node_id: str                 # Ray node id (tells the driver whether it can watch the pid)
+    node_ip: str                 # node address, for device labels on other machines
+    gpu_ids: tuple[str, ...]     # GPUs Ray assigned to the actor (empty on the CPU)
+
+
+class RayWorker:
+    """The actor body: one ``WorkerRuntime`` (pool/worker.py) built once, running units on request.
+
+    ``ray.remote`` is applied in the driver (ray stays an optional import of this module)."""
+
+    def __init__(self, worker_id: int, spec: WorkerSpec, policy: PoolPolicy, threads: int | None,
+                 use_gpu: bool):
+        from .pool.worker import WorkerRuntime
+
+        self.started = time.perf_counter()
+        if not use_gpu:  # Ray sets CUDA_VISIBLE_DEVICES for GPU actors; CPU actors see no GPU
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        for key, value in spec.env.items():  # before the first CUDA call, which reads them
+            os.environ[str(key)] = str(value)
+        device = spec.slot.torch_device if use_gpu else "cpu"
+        self.runtime = WorkerRuntime(worker_id, spec, policy, device, threads)
+
+    def load(self) -> ActorLoaded:
+        import ray
+
+        try:
+            message = self.runtime.load(self.started)
+        except Exception as exc:
+            message = LoadFailed(self.runtime.worker_id, type(exc).__name__, str(exc),
+                                 traceback.format_exc(), tuple(getattr(exc, "searched", ()) or ()))
+        ctx = ray.get_runtime_context()
+        return ActorLoaded(message, ctx.get_node_id(), ray.util.get_node_ip_address(),
+                           tuple(str(g) for g in ray.get_gpu_ids()))
+
+    def run_unit(self, unit: UnitAssignment):
+        """Streaming generator: each message of the unit the moment the worker emits it, then
+        ``Retiring`` if the worker must leave. The unit runs in a helper thread because the worker
+        reports through a callback, and a generator can only yield from its own frame."""
+        outbox: queue.Queue = queue.Queue()
+        done = object()
+
+        def body():
+            try:
+                retiring = self.runtime.run_unit(unit, outbox.put)
+            except Exception as exc:  # a bug around the model, not a scene's fault (as worker._serve)
+                first = str(exc).strip().splitlines()
+                retiring = Retiring(self.runtime.worker_id, "worker_error", self.runtime.scenes_done,
+                                    tuple(sorted(self.runtime.open_positions)), None,
+                                    f"{type(exc).__name__}: {first[0] if first else ''}\n"
+                                    + traceback.format_exc())
+            if retiring is not None:
+                outbox.put(retiring)
+            outbox.put(done)
+
+        threading.Thread(target=body, name="whisperjav-enhance-unit", daemon=True).start()
+        while True:
+            msg = outbox.get()
+            if msg is done:
+                return
+            yield msg
+
+
+# -- describing a dead actor -------------------------------------------------------------------------
+def describe_actor_death(err: BaseException | None) -> str:
+    """One line for people from a ``RayActorError``: what Ray knows of how the actor ended."""
+    if err is None:
+        return "died (no detail from Ray)"
+    text = str(err)
+    if "ray.kill" in text:
+        return "killed with ray.kill from outside this run"
+    if getattr(err, "preempted", False) or re.search(r"node (has )?died", text):
+        return "lost with its node: the actor's machine left the cluster (or was preempted)"
+    exit_type = re.search(r"Worker exit type: (\w+)", text)
+    detail = re.search(r"Worker exit detail: (.+?\.)(?:\s|$)", text)
+    if exit_type:
+        return (f"actor process died ({exit_type.group(1)}"
+                + (f": {detail.group(1)}" if detail else "") + "): a native crash, os._exit, "
+                "a signal from outside, or the out-of-memory killer")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"died: {lines[-1] if lines else type(err).__name__}"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process on this machine still runs (a zombie counts as gone). The one
+    per-platform helper of this module."""
+    if os.name == "nt":
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        try:
+            code = ctypes.c_ulong()
+            return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259
+        finally:
+            kernel32.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc (macOS): signal 0 said it is there
+    except OSError:
+        return True
+
+
+# -- the Ray connection -------------------------------------------------------------------------------
+def import_ray():
+    """The ray module, or a BackendUnavailable that says how to install it."""
+    try:
+        return importlib.import_module("ray")
+    except ImportError as exc:
+        raise BackendUnavailable(f"--executor ray needs the ray package ({exc}); install it with "
+                                 "`pip install 'whisperjav-enhance[ray]'`, or use --executor pool") from exc
+
+
+class RaySession:
+    """Starts a private local Ray instance or joins a cluster, and undoes only what it did."""
+
+    def __init__(self, ray, address: str | None, gpu_visible: list[str] | None):
+        self.ray = ray
+        # RAY_ADDRESS is honoured as ray.init itself does: it joins that cluster.
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.gpu_visible = gpu_visible  # local instance: the GPUs it may use (None: CPU only)
+        self.owned = False              # True when close() must disconnect (and, locally, stop)
+
+    @property
+    def where(self) -> str:
+        return f"the Ray cluster at {self.address}" if self.address else "the local Ray instance"
+
+    def open(self) -> None:
+        if self.ray.is_initialized():
+            return  # the caller's own connection: used as is, left as is
+        common = dict(namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+        if self.address:
+            try:
+                _probe(self.address)
+                with _interrupts_deferred():
+                    self.ray.init(address=self.address, **common)
+            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+                raise ConfigError(f"cannot join the Ray cluster at {self.address}: {_first_line(exc)}; "
+                                  "check --ray-address (the head node's GCS address, e.g. "
+                                  "10.0.0.5:6379, or 'auto' on a cluster node), and for a cluster "
+                                  "with token authentication (Ray's default) set RAY_AUTH_MODE=token "
+                                  "and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token); or leave "
+                                  "--ray-address out for a local instance") from exc
+            self.owned = True
+            return
+        previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if self.gpu_visible is not None:  # the raylet inherits this: it sees the chosen GPUs only
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_visible)
+        try:
+            self.owned = True
+            with _interrupts_deferred():
+                self.ray.init(num_cpus=os.cpu_count() or 1,
+                              num_gpus=len(self.gpu_visible) if self.gpu_visible else 0,
+                              include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                              **common)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError, OSError) as exc:
+            raise ConfigError(f"could not start a local Ray instance: {_first_line(exc)}; Ray's "
+                              "logs are under its temp dir (RAY_TMPDIR, default /tmp/ray) in "
+                              "session_latest/logs; or use --executor pool") from exc
+        finally:
+            if previous is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = previous
+
+    def resources(self) -> dict:
+        return dict(self.ray.cluster_resources())
+
+    def close(self) -> None:
+        if self.owned:
+            self.owned = False
+            self.ray.shutdown()
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold a Ctrl-C that arrives while ray.init runs and raise it once init has returned.
+
+    Interrupted half-way, ray.init leaves daemons it has started but not yet recorded (seen here:
+    the raylet's agents outlive the run); complete, ``ray.shutdown`` stops every one. Ray's
+    daemons block SIGINT themselves, so the terminal's Ctrl-C reaches only this process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
+
+
+def _probe(address: str) -> None:
+    """Fail fast (ConnectionError) when a ``host:port`` address accepts no connection; other forms
+    (``auto``, ``ray://...``) are left to Ray."""
+    m = re.fullmatch(r"\[?([^\[\]/]+?)\]?:(\d+)", address.strip())
+    if not m:
+        return
+    try:
+        with socket.create_connection((m.group(1), int(m.group(2))), timeout=JOIN_PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc})") from exc
+
+
+# -- the driver ---------------------------------------------------------------------------------------
+@dataclass
+class _Job:
+    unit_id: int
+    positions: tuple[int, ...]
+    isolate: bool = False   # run the scenes one at a time (they were in flight at a crash)
+
+
+@dataclass
+class _Lane:
+    index: int
+    spec: WorkerSpec
+    use_gpu: bool
+    options: dict           # ray actor options (resources)
+    threads: int | None
+    actor: "_Actor | None" = None
+    futile: int = 0         # consecutive crashes in this lane that finished nothing
+
+
+class _Actor:
+    def __init__(self, wid: int, lane: _Lane, handle):
+        self.id = wid
+        self.lane = lane
+        self.handle = handle
+        self.created_at = self.progress_at = time.perf_counter()
+        self.ready_ref = handle.load.remote()
+        self.ready = False
+        self.pid: int | None = None
+        self.local = True                # on the driver's node (its pid can be watched)
+        self.label = "cpu"
+        self.job: _Job | None = None
+        self.open: set[int] = set()      # positions of the job not yet reported
+        self.stream = None               # ObjectRefGenerator of the unit in flight
+        self.retiring = False            # UnitDone said it leaves; its Retiring is next
+        self.kill_reason: str | None = None
+        self.scenes_done = 0
+        self.finished_any = False
+
+
+class RayRunner:
+    """Runs one set of tasks on Ray actors; see the module docstring."""
+
+    def __init__(self, ray, tasks: Sequence, jobs: list[_Job], specs: Sequence[WorkerSpec],
+                 policy: PoolPolicy, on_event: Callable | None, session: RaySession):
+        from .pool import supervisor
+
+        self.ray = ray
+        self.tasks = list(tasks)
+        self.policy = policy
+        self.session = session
+        self.ledger = Ledger(self.tasks, on_event)
+        self.queue: deque[_Job] = deque(jobs)
+        self.max_futile = supervisor.MAX_FUTILE_CRASHES
+        self.lanes = self._make_lanes(specs, session.resources())
+        self.remote_class = ray.remote(RayWorker)
+        self.driver_node = ray.get_runtime_context().get_node_id()
+        self.actors: dict[int, _Actor] = {}
+        self.next_id = 0
+        self.started = 0
+        self.crash_counts = Counter()
+        self.crash_notes: dict[int, list[str]] = {}
+        self.oom_positions: set[int] = set()
+        self.crashes: list[str] = []
+        self.recycles = Counter()
+        self.startup_seconds: list[float] = []
+        self.wait_s = 0.0
+        self.first_ready: float | None = None
+        # Same automatic bound as the local pool (no standbys here): nothing loops forever.
+        self.max_starts = policy.max_worker_starts or (
+            2 * len(self.lanes) + 2 * len(jobs) + len(self.tasks) * (policy.max_crashes_per_scene + 1))
+        self.t0 = self._tick = time.perf_counter()
+        self._starved = 0
+        self._closing = False            # the run is over: a death now is no crash
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def _make_lanes(self, specs: Sequence[WorkerSpec], resources: dict) -> list[_Lane]:
+        from .pool.worker import resolve_backend_class
+
+        gpu_specs = [s for s in specs if s.slot.is_cuda
+                     and getattr(resolve_backend_class(s.backend), "needs_cuda_for_speed", True)]
+        per_device = self.policy.workers_per_device
+        if gpu_specs:
+            gpus = int(resources.get("GPU", 0))
+            if gpus < 1:
+                raise DeviceError(f"{self.session.where} has no GPUs; start the Ray nodes on GPU "
+                                  "machines (`ray start ... --num-gpus N`) or use --device cpu")
+            n = per_device or 1
+            opts = {"num_gpus": 1.0 / n, "num_cpus": 0}
+            return [_Lane(i, gpu_specs[0], True, opts, None) for i in range(gpus * n)]
+        cpus = max(1, int(resources.get("CPU", 0)))
+        n = per_device or max(1, cpus // CPU_CORES_PER_WORKER)
+        threads = max(1, cpus // n)
+        opts = {"num_cpus": 1}
+        return [_Lane(i, specs[0], False, opts, threads) for i in range(n)]
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def run(self) -> PoolReport:
+        while self.ledger.remaining:
+            self._schedule()
+            if not self.ledger.remaining:
+                break
+            self._wait_and_handle()
+        self.shutdown()
+        return self.ledger.report(
+            workers_started=self.started, recycles=dict(self.recycles),
+            worker_crashes=len(self.crashes), startup_seconds=tuple(self.startup_seconds),
+            startup_wait_seconds=self.wait_s, first_ready_seconds=self.first_ready or 0.0,
+            crashes=tuple(self.crashes))
+
+    def _schedule(self) -> None:
+        for lane in self.lanes:
+            a = lane.actor
+            if a is not None and a.ready and a.job is None and not a.retiring:
+                self._assign_next(a)
+        starting = sum(1 for lane in self.lanes if lane.actor is not None and not lane.actor.ready)
+        for lane in self.lanes:
+            if lane.actor is None and len(self.queue) > starting:
+                if not self._start(lane):
+                    break
+                starting += 1
+        if self.queue and not self.actors:
+            self._give_up(f"no worker could be started (limit of {self.max_starts} worker starts "
+                          "reached)")
+        elif self.ledger.remaining and not self.queue and not self.actors:
+            self._give_up("scenes were lost track of (a bug in the Ray executor; please report it)")
+        unready = sum(1 for lane in self.lanes if lane.actor is None or not lane.actor.ready)
+        self._starved = min(unready, len(self.queue))
+
+    def _start(self, lane: _Lane) -> bool:
+        if self.started >= self.max_starts:
+            return False
+        self.next_id += 1
+        handle = self.remote_class.options(
+            max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD",
+            **lane.options).remote(self.next_id, lane.spec, self.policy, lane.threads, lane.use_gpu)
+        lane.actor = self.actors[self.next_id] = _Actor(self.next_id, lane, handle)
+        self.started += 1
+        return True
+
+    def _assign_next(self, a: _Actor) -> None:
+        while self.queue:
+            job = self.queue.popleft()
+            items = tuple((p, self.tasks[p]) for p in job.positions if not self.ledger.done(p))
+            if not items:
+                continue
+            msg = UnitAssignment(job.unit_id, items,
+                                 tuple(p for p, _ in items if p in self.oom_positions), job.isolate)
+            a.job, a.open = job, {p for p, _ in items}
+            a.progress_at = time.perf_counter()
+            a.stream = a.handle.run_unit.options(num_returns="streaming").remote(msg)
+            return
+
+    def _wait_and_handle(self) -> None:
+        waiting = []
+        for a in self.actors.values():
+            if not a.ready:
+                waiting.append((a.ready_ref, a))
+            elif a.stream is not None:
+                waiting.append((a.stream, a))
+        timeout = max(0.0, min(POLL_S, self._next_deadline() - time.perf_counter()))
+        if waiting:
+            ready, _ = self.ray.wait([w for w, _ in waiting], num_returns=1, timeout=timeout)
+        else:
+            time.sleep(timeout)
+            ready = []
+        now = time.perf_counter()
+        self.wait_s += (now - self._tick) * self._starved
+        self._tick = now
+        for obj in ready:
+            a = next(a for w, a in waiting if w is obj or w == obj)
+            if a.id not in self.actors:
+                continue
+            if not a.ready:
+                self._on_loaded(a)
+            else:
+                self._drain(a)
+        self._watchdog(time.perf_counter())
+
+    # -- what actors say ----------------------------------------------------------------------------
+    def _on_loaded(self, a: _Actor) -> None:
+        from .pool.supervisor import RemoteTraceback, load_error
+
+        try:
+            loaded = self.ray.get(a.ready_ref)
+        except self.ray.exceptions.RayActorError as err:
+            if getattr(err, "actor_init_failed", False):
+                raise BackendUnavailable(
+                    f"a Ray worker could not be created ({_first_line(err)}); install the same "
+                    "whisperjav-enhance version and the backend's packages on every node") from err
+            self._on_death(a, err)
+            return
+        msg = loaded.message
+        if isinstance(msg, LoadFailed):
+            self.ledger.emit(WorkerRetired(a.id, "load_failed", 0))
+            raise load_error(msg, a.lane.spec) from RemoteTraceback(msg.traceback_text)
+        a.ready, a.pid = True, msg.pid
+        a.local = loaded.node_id == self.driver_node
+        a.label = f"cuda:{loaded.gpu_ids[0]}" if a.lane.use_gpu and loaded.gpu_ids else "cpu"
+        if not a.local:
+            a.label = f"{loaded.node_ip}/{a.label}"
+        now = time.perf_counter()
+        a.progress_at = now
+        startup = now - a.created_at
+        self.startup_seconds.append(startup)
+        if self.first_ready is None:
+            self.first_ready = now - self.t0
+        self.ledger.emit(WorkerStarted(a.id, a.label, a.pid, startup))
+
+    def _drain(self, a: _Actor) -> None:
+        """Handle every message of the unit's stream that has arrived."""
+        while a.stream is not None and a.id in self.actors:
+            stream = a.stream
+            ready, _ = self.ray.wait([stream], num_returns=1, timeout=0)
+            if not ready:
+                return
+            try:
+                ref = next(stream)
+            except StopIteration:
+                a.stream = None
+                if a.job is not None and not a.retiring:  # ended without UnitDone: a bug
+                    self._give_back(a, sorted(a.open), "ended its unit without reporting")
+                    a.job = None
+                return
+            try:
+                msg = self.ray.get(ref)
+            except self.ray.exceptions.RayActorError as err:
+                self._on_death(a, err)
+                return
+            self._handle(a, msg)
+
+    def _handle(self, a: _Actor, msg) -> None:
+        now = time.perf_counter()
+        if isinstance(msg, SceneResult):
+            a.open.discard(msg.pos)
+            a.progress_at = now
+            if self.ledger.scene_result(msg):
+                a.finished_any = True
+                a.lane.futile = 0
+        elif isinstance(msg, UnitDone):
+            a.progress_at = now
+            a.scenes_done = msg.scenes_done
+            self.ledger.unit_done(msg)
+            if msg.retiring:
+                a.retiring = True  # its Retiring message follows on the same stream
+            else:
+                self._give_back(a, sorted(a.open), "finished its unit without reporting")
+                a.job, a.open, a.stream = None, set(), None
+        elif isinstance(msg, Retiring):
+            self._on_retiring(a, msg)
+        else:
+            self.ledger.emit(Log(f"worker {a.id} sent an unknown message {type(msg).__name__}",
+                                 "warning"))
+
+    def _on_retiring(self, a: _Actor, msg: Retiring) -> None:
+        if msg.reason != "shutdown":
+            self.recycles[msg.reason] += 1
+        note = f" ({msg.message.splitlines()[0]})" if msg.message else ""
+        self.ledger.emit(WorkerRetired(a.id, msg.reason, msg.scenes_done))
+        if msg.reason not in ("shutdown", "max_scenes"):
+            self.ledger.emit(Log(f"worker {a.id} retires: {msg.reason}{note}"))
+        unfinished = [p for p in msg.unfinished if not self.ledger.done(p)]
+        if msg.reason == "oom":
+            if msg.culprit is not None:
+                self.oom_positions.add(msg.culprit)
+            if unfinished:
+                self.queue.appendleft(_Job(a.job.unit_id if a.job else -1, tuple(unfinished)))
+        elif unfinished:  # cuda_error / worker_error: the context or the worker cannot be trusted
+            self._charge_crash(a, unfinished, f"worker {a.id} retired after {msg.reason}{note}")
+        self._give_back(a, sorted(p for p in a.open if p not in msg.unfinished),
+                        "retired without reporting")
+        a.open.clear()
+        self._end(a)  # recycled: a fresh actor (fresh process, fresh allocator) takes the lane
+
+    # -- crashes and the watchdog ---------------------------------------------------------------------
+    def _on_death(self, a: _Actor, err: BaseException | None) -> None:
+        if self._closing:
+            self._end(a)
+            return
+        description = a.kill_reason or describe_actor_death(err)
+        self._end(a)
+        where = f"pid {a.pid}" if a.pid else "not started"
+        self.crashes.append(f"worker {a.id} ({where}): {description}")
+        unfinished = sorted(p for p in a.open if not self.ledger.done(p))
+        remove_partials(output_paths(self.tasks, unfinished))
+        quarantined = self._charge_crash(a, unfinished, f"worker {a.id}: {description}")
+        self.ledger.emit(WorkerCrashed(a.id, description, len(unfinished) - quarantined))
+        if a.finished_any or quarantined:
+            a.lane.futile = 0
+        else:
+            a.lane.futile += 1
+            if a.lane.futile >= self.max_futile:
+                self._give_up(f"{a.lane.futile} workers in a row crashed without finishing a "
+                              f"scene; last: {description}")
+
+    def _charge_crash(self, a: _Actor, positions: list[int], note: str) -> int:
+        """Charge a crash to the scenes in flight; quarantine or requeue each (one scene per job,
+        so the next crash names its culprit). Returns how many were quarantined."""
+        alone = len(positions) == 1
+        requeue, quarantined = [], 0
+        for p in positions:
+            self.crash_counts[p] += 1
+            self.crash_notes.setdefault(p, []).append(note)
+            if alone and self.crash_counts[p] >= self.policy.max_crashes_per_scene:
+                self.ledger.finish(p, "failed", "quarantined",
+                                   f"quarantined after {self.crash_counts[p]} worker crash(es) while "
+                                   f"enhancing it: {'; '.join(self.crash_notes[p])}")
+                quarantined += 1
+            else:
+                requeue.append(p)
+        unit_id = a.job.unit_id if a.job else -1
+        for p in reversed(requeue):
+            self.queue.appendleft(_Job(unit_id, (p,), isolate=True))
+        a.open.clear()
+        return quarantined
+
+    def _give_back(self, a: _Actor, positions, why: str) -> None:
+        positions = [p for p in positions if not self.ledger.done(p)]
+        if positions:
+            self.ledger.emit(Log(f"worker {a.id} {why} {len(positions)} scene(s); running them again",
+                                 "warning"))
+            self.queue.appendleft(_Job(a.job.unit_id if a.job else -1, tuple(positions)))
+        a.open.difference_update(positions)
+
+    def _next_deadline(self) -> float:
+        deadlines = [time.perf_counter() + POLL_S]
+        deadlines += [d for d in (self._deadline(a) for a in self.actors.values()) if d is not None]
+        return min(deadlines)
+
+    def _deadline(self, a: _Actor) -> float | None:
+        if not a.ready:
+            return a.created_at + self.policy.startup_timeout_s
+        if a.job is not None:
+            return a.progress_at + self.policy.scene_timeout_s
+        return None
+
+    def _watchdog(self, now: float) -> None:
+        for a in list(self.actors.values()):
+            deadline = self._deadline(a)
+            if deadline is None or now < deadline:
+                continue
+            if not a.ready:
+                a.kill_reason = (f"timeout: not loaded after {self.policy.startup_timeout_s:g} s "
+                                 "(startup_timeout_s; on a cluster also: no node had the resources "
+                                 "free); killed")
+            else:
+                a.kill_reason = (f"timeout: no scene finished in {self.policy.scene_timeout_s:g} s "
+                                 "(scene_timeout_s); killed as hung")
+            self._on_death(a, None)
+
+    # -- ending actors ---------------------------------------------------------------------------------
+    def _end(self, a: _Actor) -> None:
+        """ray.kill the actor and wait until its process is gone (so nothing it writes can appear
+        after its temporaries are removed)."""
+        self.actors.pop(a.id, None)
+        if a.lane.actor is a:
+            a.lane.actor = None
+        self._kill_all([a])
+
+    def _kill_all(self, actors: list[_Actor]) -> None:
+        for a in actors:
+            try:
+                self.ray.kill(a.handle, no_restart=True)
+            except Exception:  # already dead, or the cluster is going away
+                pass
+        deadline = time.monotonic() + KILL_WAIT_S
+        for a in actors:
+            if a.pid is None:
+                continue
+            if not a.local:
+                time.sleep(max(0.0, min(REMOTE_KILL_GRACE_S, deadline - time.monotonic())))
+                continue
+            while _pid_alive(a.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+    def _give_up(self, why: str) -> None:
+        self.ledger.emit(Log(f"giving up: {why}", "warning"))
+        self.stop()
+        for pos in range(len(self.tasks)):
+            if not self.ledger.done(pos):
+                self.ledger.finish(pos, "failed", "worker_crash", f"not run: {why}")
+        self.queue.clear()
+
+    def shutdown(self) -> None:
+        """End of the run: the rest of each last unit's report is read (as the local pool reads
+        its workers' last messages), then every actor leaves; loaded ones that did not retire on
+        their own are announced as retired (shutdown)."""
+        self._closing = True
+        deadline = time.perf_counter() + SHUTDOWN_GRACE_S
+        while time.perf_counter() < deadline:
+            busy = [(a.stream, a) for a in self.actors.values() if a.ready and a.stream is not None]
+            if not busy:
+                break
+            timeout = max(0.0, min(POLL_S, deadline - time.perf_counter()))
+            ready, _ = self.ray.wait([s for s, _ in busy], num_returns=1, timeout=timeout)
+            for obj in ready:
+                self._drain(next(a for s, a in busy if s is obj or s == obj))
+        for a in self.actors.values():
+            if a.ready:
+                self.ledger.emit(WorkerRetired(a.id, "shutdown", a.scenes_done))
+        self.stop()
+
+    def stop(self) -> None:
+        """Kill every actor still there and wait for their processes."""
+        actors = list(self.actors.values())
+        self.actors.clear()
+        for lane in self.lanes:
+            lane.actor = None
+        self._kill_all(actors)
+
+    def unfinished_outputs(self) -> list[str]:
+        return output_paths(self.tasks, [p for p in range(len(self.tasks)) if not self.ledger.done(p)])
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+# -- entry point ----------------------------------------------------------------------------------------
+def run_ray(tasks: Sequence, units: Sequence, specs: Sequence[WorkerSpec], policy: PoolPolicy,
+            on_event: Callable | None = None, address: str | None = None) -> PoolReport:
+    """Enhance ``tasks`` on Ray actors; one :class:`SceneOutcome` per task, in task order.
+
+    ``address`` joins an existing cluster (left running); None starts a local instance that is
+    stopped when this returns or raises. Raises RunInterrupted on Ctrl-C/SIGTERM (actors killed,
+    temporaries removed), WeightsError/BackendUnavailable when workers cannot load, ConfigError
+    when the cluster cannot be joined, DeviceError when GPUs were asked for and the cluster has none.
+    """
+    from .pool.worker import resolve_backend_class
+
+    tasks, specs = list(tasks), list(specs)
+    if not specs:
+        raise ValueError("run_ray needs at least one WorkerSpec")
+    nonempty = [u for u in units if len(u.scenes)]
+    jobs = [_Job(u.unit_id, pos) for u, pos in zip(nonempty, validate_units(len(tasks), units))]
+    if not tasks:
+        return Ledger([], on_event).report(workers_started=0, recycles={}, worker_crashes=0,
+                                           startup_seconds=(), startup_wait_seconds=0.0)
+    ray = import_ray()
+    for spec in specs:  # BackendUnavailable here, before Ray starts
+        resolve_backend_class(spec.backend)
+    gpu_visible = [s.slot.visible_devices for s in specs if s.slot.is_cuda]
+    session = RaySession(ray, address, gpu_visible or None)
+    put_back = _keep_signal_handlers()  # ray.init replaces the SIGTERM handler with sys.exit
+    restore = lambda: None  # noqa: E731
+    runner: RayRunner | None = None
+    finished = False
+    try:
+        session.open()
+        restore = install_termination_handler()
+        runner = RayRunner(ray, tasks, jobs, specs, policy, on_event, session)
+        report = runner.run()
+        finished = True
+        return report
+    except (KeyboardInterrupt, Terminated) as exc:
+        outcomes, removed = (), []
+        if runner is not None:
+            runner.stop()
+            removed = remove_partials(runner.unfinished_outputs())
+            outcomes = tuple(o for o in runner.ledger.outcomes if o is not None)
+        what = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
+        err = RunInterrupted(f"interrupted by {what}: Ray workers stopped, {len(removed)} "
+                             "temporary file(s) removed, finished scenes kept")
+        err.outcomes = outcomes
+        raise err from None
+    finally:
+        try:
+            if runner is not None:
+                runner.stop()
+                if not finished:  # any other way out (a load failure, a bug): no temporaries left
+                    remove_partials(runner.unfinished_outputs())
+        finally:
+            restore()
+            session.close()
+            put_back()
+
+
+def _keep_signal_handlers() -> Callable[[], None]:
+    """Remember the termination handlers; returns a function that puts them back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    names = ("SIGTERM", "SIGBREAK")  # SIGBREAK exists only on Windows
+    saved = {sig: signal.getsignal(sig) for sig in (getattr(signal, n, None) for n in names)
+             if sig is not None}
+
+    def put_back():
+        for sig, handler in saved.items():
+            try:
+                signal.signal(sig, handler)
+            except (ValueError, OSError, TypeError):  # None: a handler not set from Python
+                pass
+
+    return put_back
+
+
+__all__ = ["run_ray", "RayWorker", "RayRunner", "RaySession", "describe_actor_death", "import_ray"]
