@@ -7,14 +7,14 @@ specific ``reason``, so one bad scene never takes a run down with a traceback.""
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from .errors import AudioError, OutputError
+from .atomic import atomic_file, is_partial_file  # noqa: F401  (is_partial_file: re-exported)
+from .errors import AudioError
 
 # Bounds outside which a file is rejected rather than enhanced. Module-level so tests can shrink them.
 MIN_SAMPLE_RATE_HZ = 4_000
@@ -131,9 +131,7 @@ def write_audio_atomic(path: str | os.PathLike, audio: np.ndarray, sample_rate: 
                        subtype: str = "PCM_16", clip: str = "clip") -> Path:
     """Write a WAV so that a file under its final name is always complete.
 
-    The data goes to a temporary file in the same folder (same filesystem, so the rename is
-    atomic), is flushed to disk, then renamed over ``path``. On any failure the temporary file is
-    removed and :class:`OutputError` names the path.
+    See :func:`atomic.atomic_file`; on failure :class:`OutputError` names the path.
     """
     path = Path(path)
     if subtype not in SUBTYPES:
@@ -141,39 +139,10 @@ def write_audio_atomic(path: str | os.PathLike, audio: np.ndarray, sample_rate: 
     if subtype != "FLOAT" and clip == "none":
         raise ValueError("clip='none' needs subtype='FLOAT'; integer samples must be limited")
     audio = apply_clip_policy(np.asarray(audio, dtype=np.float32), clip)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write into {path.parent}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            sf.write(fh, audio, sample_rate, subtype=subtype, format="WAV")
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600 files; outputs get the permissions any new file would (umask).
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
+    with atomic_file(path) as fh:
+        sf.write(fh, audio, sample_rate, subtype=subtype, format="WAV")
     return path
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def is_partial_file(path: Path) -> bool:
-    """True for the temporary names :func:`write_audio_atomic` uses (for clean-up after a crash)."""
-    return path.name.startswith(".") and path.name.endswith(".partial")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_file
 from .errors import OutputError
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -96,24 +96,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
 def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> Path:
     """Write ``data`` as indented JSON under ``path`` via a temporary name and a rename."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
+    with atomic_file(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
+        fh.write("\n")
     return path

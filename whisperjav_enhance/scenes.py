@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .audio import is_partial_file
+from .atomic import is_partial_file
 from .errors import ConfigError
 
 # Suffixes a folder search picks up (compared case-insensitively). A file named explicitly is
