@@ -1,10 +1,12 @@
-"""Helpers for the pool tests: tiny scene files, task/unit construction, an event recorder and the
+"""Helpers for the pool tests: tiny scene files, task/unit construction, an event recorder, the
 checks every pool test makes (outputs whole and equal to the input, no temporaries, no live
-worker processes)."""
+worker processes), and what the local pool's and the Ray executor's crash-table and interrupt
+tests share (both executors must behave alike)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from whisperjav_enhance.devices import DeviceSlot
-from whisperjav_enhance.events import SceneFinished, WorkerStarted
+from whisperjav_enhance.events import SceneFinished, WorkerCrashed, WorkerStarted
 from whisperjav_enhance.planning import WorkUnit
 from whisperjav_enhance.pool import SceneTask, WorkerSpec
 
@@ -115,3 +117,93 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+# -- the crash table (test_pool_faults.py, test_ray_executor.py) --------------------------------------
+class CrashRun:
+    """One run of a crash table, looked up by scene name (the input file's stem)."""
+
+    def __init__(self, tasks, report, rec, folder):
+        self.tasks, self.report, self.rec, self.folder = tasks, report, rec, folder
+        self.pos = {Path(t.input_path).stem: i for i, t in enumerate(tasks)}
+
+    def outcome(self, name):
+        return self.report.outcomes[self.pos[name]]
+
+    def crashes_matching(self, text):
+        return [e for e in self.rec.of(WorkerCrashed) if text in e.description]
+
+
+def run_crash_table(folder: Path, scenes, execute, policy) -> CrashRun:
+    """Run ``scenes`` as units of two (a well-behaved scene, then a faulty one) through ``execute``
+    (``run_pool``'s signature). Worker 1 is SIGKILLed from outside
+    as soon as it is ready, and a stale temporary of ``e1_exit_once`` waits to be removed."""
+    tasks = make_tasks(folder, scenes)
+    # What a writer killed mid-file leaves behind: the crash handling must remove it.
+    stale = folder / "out" / ".e1_exit_once.x7y8z9w0.partial"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half a file")
+
+    def kill_first_worker(event):
+        if isinstance(event, WorkerStarted) and event.worker == 1:
+            os.kill(event.pid, signal.SIGKILL)  # the worker's process, from outside the executor
+
+    rec = Recorder(kill_first_worker)
+    report = execute(tasks, units_of([[2 * u, 2 * u + 1] for u in range(len(scenes) // 2)]),
+                     [faulty_spec(**SMALL_WINDOWS)], policy, on_event=rec)
+    return CrashRun(tasks, report, rec, folder)
+
+
+def assert_each_scene_ends_once(crash_run: CrashRun, failed: int) -> None:
+    """One outcome per task in task order, one SceneFinished each, and ``failed`` of them failed."""
+    report = crash_run.report
+    assert [o.index for o in report.outcomes] == [t.index for t in crash_run.tasks]
+    assert_one_terminal_event_each(crash_run.tasks, crash_run.rec)
+    statuses = [o.status for o in report.outcomes]
+    assert statuses.count("failed") == failed
+    assert statuses.count("enhanced") == len(crash_run.tasks) - failed
+
+
+def assert_crash_case(crash_run: CrashRun, enhanced, failed: dict, crash_text: str | None) -> None:
+    """``enhanced`` scenes whole and equal to their input, ``failed`` ones (name -> reason) without
+    an output, and a crash whose description holds ``crash_text`` (None: no crash expected)."""
+    for name in enhanced:
+        assert_enhanced_equal_input(crash_run.tasks[crash_run.pos[name]], crash_run.outcome(name))
+    for name, reason in failed.items():
+        o = crash_run.outcome(name)
+        assert (o.status, o.reason, o.output_path) == ("failed", reason, None), o
+        assert not Path(crash_run.tasks[crash_run.pos[name]].output_path).exists()
+    if crash_text is not None:
+        assert crash_run.crashes_matching(crash_text), [e.description
+                                                        for e in crash_run.rec.of(WorkerCrashed)]
+
+
+# -- Ctrl-C / SIGTERM in the middle of a run (test_pool.py, test_ray_executor.py) ---------------------
+INTERRUPT_UNITS = [[0, 1], [2], [3]]  # s2 hangs: the run is still going when s1 finishes
+
+
+def interrupt_setup(folder: Path, how: str):
+    """Tasks s0..s3 (s2 hangs, a stale temporary of it waits) and a recorder that interrupts the
+    run (``how``: "ctrl-c" or "sigterm") when s1 finishes."""
+    tasks = make_tasks(folder, [("s0", 0.1), ("s1", 0.1), ("s2_hang", 0.1), ("s3", 0.1)])
+    stale = Path(tasks[2].output_path).parent / ".s2_hang.a1b2c3d4.partial"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"what a killed writer leaves")
+
+    def interrupt(event):
+        if isinstance(event, SceneFinished) and event.index == tasks[1].index:
+            if how == "ctrl-c":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return tasks, Recorder(interrupt)
+
+
+def assert_interrupted_cleanly(folder: Path, tasks, err, rec: Recorder) -> None:
+    """After :func:`interrupt_setup`'s run: s0 and s1 kept, s3 never written, no temporaries and
+    no worker left."""
+    assert sorted(o.index for o in err.outcomes) == [tasks[0].index, tasks[1].index]
+    assert_enhanced_equal_input(tasks[0], err.outcomes[0])
+    assert not Path(tasks[3].output_path).exists()
+    assert_no_partials(folder)
+    assert_workers_gone(rec.pids())

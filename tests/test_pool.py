@@ -6,7 +6,6 @@ The crash-case table is in test_pool_faults.py. Spawned workers import torch (~3
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -25,9 +24,10 @@ from whisperjav_enhance.pool.messages import LoadFailed, SceneResult, UnitAssign
 from whisperjav_enhance.pool.supervisor import describe_exit, load_error
 from whisperjav_enhance.pool.worker import WorkerRuntime
 
-from _pool_helpers import (CPU, SMALL_WINDOWS, Recorder, assert_enhanced_equal_input,
-                           assert_no_partials, assert_one_terminal_event_each, assert_workers_gone,
-                           faulty_spec, make_tasks, units_of)
+from _pool_helpers import (CPU, INTERRUPT_UNITS, SMALL_WINDOWS, Recorder, assert_enhanced_equal_input,
+                           assert_interrupted_cleanly, assert_no_partials,
+                           assert_one_terminal_event_each, assert_workers_gone, faulty_spec,
+                           interrupt_setup, make_tasks, units_of)
 
 # Generous limits: the machine is shared, and these only stop a test that went wrong.
 SAFE = dict(scene_timeout_s=60.0, startup_timeout_s=120.0, workers_per_device=1)
@@ -192,7 +192,7 @@ def test_standby_depth_follows_worker_life_and_start_time(queued, max_standbys, 
 
     policy = PoolPolicy(max_scenes_per_worker=25, max_standby_workers=max_standbys)
     tasks = [SceneTask(i, f"/in/{i}.wav", f"/out/{i}.wav", 1.0, None) for i in range(queued)]
-    sup = sv.Supervisor(tasks, [sv._Job(0, tuple(range(queued)))], [faulty_spec()], policy, None)
+    sup = sv.Supervisor(tasks, [sv.Job(0, tuple(range(queued)))], [faulty_spec()], policy, None)
     lane = sup.lanes[0]
 
     class Process:  # what _Worker reads from a process; nothing is spawned here
@@ -201,7 +201,7 @@ def test_standby_depth_follows_worker_life_and_start_time(queued, max_standbys, 
     w = sv._Worker(1, lane, Process(), None, "active")
     w.ready, w.scenes_done, w.busy_s = True, done, busy_s
     lane.active = w
-    sup.startup_seconds = [6.0]
+    sup.sched.startup_seconds = [6.0]
     assert sup._standbys_wanted(lane) == expect
 
 
@@ -353,28 +353,13 @@ def test_unknown_backend_class_fails_before_any_worker_starts(tmp_path):
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_stops_workers_and_removes_temporaries(tmp_path, how):
-    tasks = make_tasks(tmp_path, [("s0", 0.1), ("s1", 0.1), ("s2_hang", 0.1), ("s3", 0.1)])
-    stale = Path(tasks[2].output_path).parent / ".s2_hang.a1b2c3d4.partial"
-    stale.parent.mkdir(parents=True, exist_ok=True)
-    stale.write_bytes(b"what a killed writer leaves")
-
-    def interrupt(event):
-        if isinstance(event, SceneFinished) and event.index == tasks[1].index:
-            if how == "ctrl-c":
-                raise KeyboardInterrupt
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    rec = Recorder(interrupt)
+    tasks, rec = interrupt_setup(tmp_path, how)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(RunInterrupted, match="SIGTERM" if how == "sigterm" else "Ctrl-C") as info:
-        run_pool(tasks, units_of([[0, 1], [2], [3]]), [faulty_spec(**SMALL_WINDOWS)],
+        run_pool(tasks, units_of(INTERRUPT_UNITS), [faulty_spec(**SMALL_WINDOWS)],
                  PoolPolicy(**SAFE), on_event=rec)
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
-    assert sorted(o.index for o in info.value.outcomes) == [tasks[0].index, tasks[1].index]
-    assert_enhanced_equal_input(tasks[0], info.value.outcomes[0])
-    assert not Path(tasks[3].output_path).exists()
-    assert_no_partials(tmp_path)
-    assert_workers_gone(rec.pids())
+    assert_interrupted_cleanly(tmp_path, tasks, info.value, rec)
 
 
 @pytest.mark.gpu

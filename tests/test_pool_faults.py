@@ -22,8 +22,6 @@ tests check the run as a whole:
 from __future__ import annotations
 
 import os
-import signal
-from pathlib import Path
 
 import pytest
 
@@ -32,9 +30,10 @@ from whisperjav_enhance.events import SceneFinished, WorkerCrashed, WorkerRetire
 from whisperjav_enhance.pool import run_pool
 from whisperjav_enhance.pool import supervisor
 
-from _pool_helpers import (SMALL_WINDOWS, Recorder, assert_enhanced_equal_input, assert_no_partials,
+from _pool_helpers import (SMALL_WINDOWS, Recorder, assert_crash_case, assert_each_scene_ends_once,
+                           assert_enhanced_equal_input, assert_no_partials,
                            assert_one_terminal_event_each, assert_workers_gone, faulty_spec,
-                           make_tasks, units_of)
+                           make_tasks, run_crash_table, units_of)
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals and /proc are POSIX here")
 
@@ -46,37 +45,11 @@ SCENES = [("k0", 0.1), ("k1", 0.2), ("r0", 0.2), ("r1_raise", 0.15), ("m0", 0.3)
 SCENE_TIMEOUT_S = 5.0
 
 
-class CrashRun:
-    def __init__(self, tasks, report, rec, folder):
-        self.tasks, self.report, self.rec, self.folder = tasks, report, rec, folder
-        self.pos = {Path(t.input_path).stem: i for i, t in enumerate(tasks)}
-
-    def outcome(self, name):
-        return self.report.outcomes[self.pos[name]]
-
-    def crashes_matching(self, text):
-        return [e for e in self.rec.of(WorkerCrashed) if text in e.description]
-
-
 @pytest.fixture(scope="module")
 def crash_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("crash_run")
-    tasks = make_tasks(folder, SCENES)
-    # What a writer killed mid-file leaves behind: the crash handling must remove it.
-    stale = folder / "out" / ".e1_exit_once.x7y8z9w0.partial"
-    stale.parent.mkdir(parents=True, exist_ok=True)
-    stale.write_bytes(b"half a file")
-
-    def kill_first_worker(event):
-        if isinstance(event, WorkerStarted) and event.worker == 1:
-            os.kill(event.pid, signal.SIGKILL)
-
-    rec = Recorder(kill_first_worker)
     policy = PoolPolicy(scene_timeout_s=SCENE_TIMEOUT_S, startup_timeout_s=120.0,
                         workers_per_device=1, max_crashes_per_scene=2)
-    report = run_pool(tasks, units_of([[2 * u, 2 * u + 1] for u in range(len(SCENES) // 2)]),
-                      [faulty_spec(**SMALL_WINDOWS)], policy, on_event=rec)
-    return CrashRun(tasks, report, rec, folder)
+    return run_crash_table(tmp_path_factory.mktemp("crash_run"), SCENES, run_pool, policy)
 
 
 # case -> (scenes that must end enhanced, {scene: failure reason}, text of the crash it causes)
@@ -97,14 +70,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_crash_case(crash_run, case):
     enhanced, failed, crash_text = CASES[case]
-    for name in enhanced:
-        assert_enhanced_equal_input(crash_run.tasks[crash_run.pos[name]], crash_run.outcome(name))
-    for name, reason in failed.items():
-        o = crash_run.outcome(name)
-        assert (o.status, o.reason, o.output_path) == ("failed", reason, None), o
-        assert not Path(crash_run.tasks[crash_run.pos[name]].output_path).exists()
-    if crash_text is not None:
-        assert crash_run.crashes_matching(crash_text), [e.description for e in crash_run.rec.of(WorkerCrashed)]
+    assert_crash_case(crash_run, enhanced, failed, crash_text)
     if case in ("os_exit", "segfault", "abort", "sigkill_self", "hang"):
         # The worker that crashed had the faulty scene in flight; a later worker finished it.
         fault = crash_run.outcome(enhanced[1])
@@ -133,10 +99,7 @@ def test_poison_scene_is_quarantined_naming_both_crashes(crash_run):
 
 def test_every_scene_has_one_terminal_state_and_nothing_is_left_behind(crash_run):
     report, rec = crash_run.report, crash_run.rec
-    assert [o.index for o in report.outcomes] == [t.index for t in crash_run.tasks]
-    assert_one_terminal_event_each(crash_run.tasks, rec)
-    statuses = [o.status for o in report.outcomes]
-    assert statuses.count("failed") == 3 and statuses.count("enhanced") == len(SCENES) - 3
+    assert_each_scene_ends_once(crash_run, failed=3)
     # 1 killed from outside, exit, segv, abort, killme, hang, poison twice.
     assert report.worker_crashes == 8 and len(report.crashes) == 8
     assert report.workers_started == len(rec.of(WorkerStarted)) == 9

@@ -21,6 +21,7 @@ Crash table (one run; each unit pairs a well-behaved scene with a faulty one)::
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -39,16 +40,18 @@ from types import SimpleNamespace
 import pytest
 
 from whisperjav_enhance.config import EnhanceOptions, PoolPolicy
-from whisperjav_enhance.errors import (BackendUnavailable, ConfigError, RunInterrupted,
-                                       WeightsError)
+from whisperjav_enhance.errors import (BackendUnavailable, ConfigError, DeviceError,
+                                       RunInterrupted, WeightsError)
 from whisperjav_enhance.events import (Log, SceneFinished, Telemetry, WorkerCrashed, WorkerRetired,
                                        WorkerStarted)
 from whisperjav_enhance.manifest import read_manifest
 from whisperjav_enhance.pool import WorkerSpec
 
-from _pool_helpers import (CPU, SMALL_WINDOWS, Recorder, assert_enhanced_equal_input,
+from _pool_helpers import (CPU, INTERRUPT_UNITS, SMALL_WINDOWS, Recorder, assert_crash_case,
+                           assert_each_scene_ends_once, assert_enhanced_equal_input, assert_interrupted_cleanly,
                            assert_no_partials, assert_one_terminal_event_each, assert_workers_gone,
-                           faulty_spec, make_tasks, units_of, write_scene)
+                           faulty_spec, interrupt_setup, make_tasks, run_crash_table, units_of,
+                           write_scene)
 
 pytestmark = [
     pytest.mark.ray,
@@ -189,6 +192,42 @@ def test_an_address_nobody_answers_at_is_a_config_error_at_once(tmp_path):
     assert not ray.is_initialized()
 
 
+# -- devices: decided by the cluster's resources, not by the driver's machine ---------------------------
+WHERE = "the Ray cluster at 10.0.0.5:6379"
+
+
+@pytest.mark.parametrize("device, resources, labels", [
+    ("auto", {"CPU": 16.0, "GPU": 2.0}, ["cuda:0", "cuda:1"]),
+    ("cuda", {"CPU": 16.0, "GPU": 3.0}, ["cuda:0", "cuda:1", "cuda:2"]),
+    (" CUDA ", {"GPU": 1.0}, ["cuda:0"]),
+    ("auto", {"CPU": 16.0}, ["cpu"]),
+    ("auto", {"CPU": 16.0, "GPU": 0.5}, ["cpu"]),  # part of a GPU is no GPU to give an actor
+    ("cpu", {"CPU": 16.0, "GPU": 8.0}, ["cpu"]),
+])
+def test_cluster_slots_follow_the_cluster_resources(device, resources, labels):
+    from whisperjav_enhance.ray_executor import cluster_slots
+
+    slots = cluster_slots(device, resources, WHERE)
+    assert [s.label for s in slots] == labels
+    for s in slots:  # GPU actors get their GPU from Ray, so a slot sets no CUDA_VISIBLE_DEVICES
+        want = (None, "cuda:0") if s.label.startswith("cuda") else ("", "cpu")
+        assert (s.visible_devices, s.torch_device) == want
+
+
+@pytest.mark.parametrize("device, resources, match", [
+    ("cuda", {"CPU": 16.0}, re.escape(WHERE) + r" has no GPUs.*--num-gpus"),
+    ("cuda", {"CPU": 16.0, "GPU": 0.0}, r"has no GPUs"),
+    ("cuda:1", {"GPU": 4.0}, r"names one GPU of one machine.*--device cuda"),
+    ("gpu", {"GPU": 4.0}, r"unknown device 'gpu'"),
+    ("auto:1", {"GPU": 4.0}, r"unknown device 'auto:1'"),
+])
+def test_cluster_slots_refuse_what_the_cluster_cannot_give(device, resources, match):
+    from whisperjav_enhance.ray_executor import cluster_slots
+
+    with pytest.raises(DeviceError, match=match):
+        cluster_slots(device, resources, WHERE)
+
+
 @pytest.mark.timeout(CLI_TIMEOUT_S * 2)
 def test_cli_with_a_local_ray_instance_matches_the_local_pool(tmp_path):
     from whisperjav_enhance.pipeline import enhance_scenes
@@ -285,37 +324,13 @@ SCENES = [("k0", 0.1), ("k1", 0.2), ("e0", 0.2), ("e1_exit_once", 0.2), ("r0", 0
           ("r1_raise", 0.15), ("h0", 0.05), ("h1_hang_once", 0.2), ("p0", 0.2), ("p1_segv", 0.2)]
 
 
-class CrashRun:
-    def __init__(self, tasks, report, rec, folder):
-        self.tasks, self.report, self.rec, self.folder = tasks, report, rec, folder
-        self.pos = {Path(t.input_path).stem: i for i, t in enumerate(tasks)}
-
-    def outcome(self, name):
-        return self.report.outcomes[self.pos[name]]
-
-    def crashes_matching(self, text):
-        return [e for e in self.rec.of(WorkerCrashed) if text in e.description]
-
-
 @pytest.fixture(scope="module")
 def crash_run(ray_cluster, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ray_crash_run")
-    tasks = make_tasks(folder, SCENES)
-    # What a writer killed mid-file leaves behind: the crash handling must remove it.
-    stale = folder / "out" / ".e1_exit_once.x7y8z9w0.partial"
-    stale.parent.mkdir(parents=True, exist_ok=True)
-    stale.write_bytes(b"half a file")
-
-    def kill_first_worker(event):
-        if isinstance(event, WorkerStarted) and event.worker == 1:
-            os.kill(event.pid, signal.SIGKILL)  # the actor's process, from outside Ray
-
-    rec = Recorder(kill_first_worker)
     policy = PoolPolicy(scene_timeout_s=SCENE_TIMEOUT_S, max_crashes_per_scene=2, **SAFE)
-    report = _run_ray(tasks, units_of([[2 * u, 2 * u + 1] for u in range(len(SCENES) // 2)]),
-                      [faulty_spec(**SMALL_WINDOWS)], policy, on_event=rec, address=ray_cluster)
+    run = run_crash_table(tmp_path_factory.mktemp("ray_crash_run"), SCENES,
+                          functools.partial(_run_ray, address=ray_cluster), policy)
     _assert_disconnected()
-    return CrashRun(tasks, report, rec, folder)
+    return run
 
 
 # case -> (scenes enhanced, {scene: failure reason}, text in the crash description or None)
@@ -331,15 +346,7 @@ CASES = {
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("case", list(CASES))
 def test_crash_case(crash_run, case):
-    enhanced, failed, crash_text = CASES[case]
-    for name in enhanced:
-        assert_enhanced_equal_input(crash_run.tasks[crash_run.pos[name]], crash_run.outcome(name))
-    for name, reason in failed.items():
-        o = crash_run.outcome(name)
-        assert (o.status, o.reason, o.output_path) == ("failed", reason, None), o
-        assert not Path(crash_run.tasks[crash_run.pos[name]].output_path).exists()
-    if crash_text is not None:
-        assert crash_run.crashes_matching(crash_text), [e.description for e in crash_run.rec.of(WorkerCrashed)]
+    assert_crash_case(crash_run, *CASES[case])
 
 
 def test_actor_killed_from_outside_is_a_crash_and_its_scenes_run_elsewhere(crash_run):
@@ -362,10 +369,7 @@ def test_poison_scene_is_quarantined_naming_both_crashes(crash_run):
 
 def test_every_scene_has_one_terminal_state_and_nothing_is_left_behind(crash_run):
     report, rec = crash_run.report, crash_run.rec
-    assert [o.index for o in report.outcomes] == [t.index for t in crash_run.tasks]
-    assert_one_terminal_event_each(crash_run.tasks, rec)
-    statuses = [o.status for o in report.outcomes]
-    assert statuses.count("failed") == 2 and statuses.count("enhanced") == len(SCENES) - 2
+    assert_each_scene_ends_once(crash_run, failed=2)
     # Killed from outside, os._exit, hang, poison twice: five crashes, five actors.
     assert report.worker_crashes == len(report.crashes) == len(rec.of(WorkerCrashed)) == 5
     assert report.workers_started == len(rec.of(WorkerStarted)) == 5
@@ -408,28 +412,37 @@ def test_recycling_kills_the_actor_and_a_fresh_one_takes_over(ray_cluster, tmp_p
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_kills_actors_and_removes_temporaries(ray_cluster, tmp_path, how):
-    tasks = make_tasks(tmp_path, [("s0", 0.1), ("s1", 0.1), ("s2_hang", 0.1), ("s3", 0.1)])
-    stale = Path(tasks[2].output_path).parent / ".s2_hang.a1b2c3d4.partial"
-    stale.parent.mkdir(parents=True, exist_ok=True)
-    stale.write_bytes(b"what a killed writer leaves")
-
-    def interrupt(event):
-        if isinstance(event, SceneFinished) and event.index == tasks[1].index:
-            if how == "ctrl-c":
-                raise KeyboardInterrupt
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    rec = Recorder(interrupt)
+    tasks, rec = interrupt_setup(tmp_path, how)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(RunInterrupted, match="SIGTERM" if how == "sigterm" else "Ctrl-C") as info:
-        _run_ray(tasks, units_of([[0, 1], [2], [3]]), [faulty_spec(**SMALL_WINDOWS)],
+        _run_ray(tasks, units_of(INTERRUPT_UNITS), [faulty_spec(**SMALL_WINDOWS)],
                  PoolPolicy(**SAFE), on_event=rec, address=ray_cluster)
     _assert_disconnected()
     assert signal.getsignal(signal.SIGTERM) is before  # ray.init's own handler is not left behind
-    assert sorted(o.index for o in info.value.outcomes) == [tasks[0].index, tasks[1].index]
-    assert_enhanced_equal_input(tasks[0], info.value.outcomes[0])
-    assert not Path(tasks[3].output_path).exists()
-    assert_no_partials(tmp_path)
+    assert_interrupted_cleanly(tmp_path, tasks, info.value, rec)
+
+
+@pytest.mark.timeout(300)
+def test_the_cluster_not_the_driver_decides_the_device(ray_cluster, tmp_path, monkeypatch):
+    from whisperjav_enhance import devices
+    from whisperjav_enhance.pipeline import enhance_scenes
+
+    # This machine "has" two GPUs and the cluster (--num-gpus=0) none: the cluster decides.
+    monkeypatch.setattr(devices, "_parent_visible", lambda: ["0", "1"])
+    scenes = tmp_path / "scenes"
+    write_scene(scenes / "film_scene_0000.wav", 0.1, seed=0)
+    on = dict(backend="passthrough", executor="ray", ray_address=ray_cluster)
+    with pytest.raises(DeviceError, match=r"the Ray cluster at \S+ has no GPUs"):
+        enhance_scenes([scenes], tmp_path / "cuda_out", EnhanceOptions(device="cuda", **on),
+                       PoolPolicy(**SAFE))
+    _assert_disconnected()
+    rec = Recorder()
+    summary = enhance_scenes([scenes], tmp_path / "auto_out", EnhanceOptions(device="auto", **on),
+                             PoolPolicy(**SAFE), on_event=rec)
+    _assert_disconnected()
+    assert summary.device == "cpu" and summary.scenes_enhanced == 1
+    assert [e.device for e in rec.of(WorkerStarted)] == ["cpu"]
+    assert any("device 'auto' runs on cpu" in e.message for e in rec.of(Log)), rec.of(Log)
     assert_workers_gone(rec.pids())
 
 

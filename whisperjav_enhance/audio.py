@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .atomic import atomic_file, is_partial_file  # noqa: F401  (is_partial_file: re-exported)
+from .atomic import atomic_file
 from .errors import AudioError
 
 # Bounds outside which a file is rejected rather than enhanced. Module-level so tests can shrink them.

@@ -2,7 +2,7 @@
 
     inputs --scenes.discover_scenes--> Scene list (natural order, output paths checked)
       --> checks in the parent (no CUDA): output folder writable and big enough, backend and
-          weights resolved, devices resolved
+          weights resolved, devices resolved (with Ray: by the cluster, in the executor)
       --> per scene: output already complete? skipped. Header unusable or too long? failed with
           its reason. Otherwise a pool.SceneTask.
       --> planning.pack_units --> pool.run_pool / run_inprocess / ray executor
@@ -197,7 +197,9 @@ def _prepare(scenes, out_root: Path, options: EnhanceOptions, policy: PoolPolicy
     backend, note = select_backend(options.backend, options.weights, **options.backend_options())
     if backend.weights.random_test_weights:
         note += ("; WARNING: random test weights, the output is not enhanced speech")
-    slots = resolve_devices(options.device)
+    # With Ray the cluster's resources decide the devices (run_ray resolves options.device there):
+    # this machine may have no GPU at all.
+    slots = None if options.executor == "ray" else resolve_devices(options.device)
     executor = _executor(options)
     check_output_writable(out_root)
     run = _Run(scenes, out_root, options, policy, on_event, backend, note, slots)
@@ -263,7 +265,8 @@ def _executor(options: EnhanceOptions):
     from . import ray_executor  # imports ray lazily, inside run_ray
 
     return lambda tasks, units, specs, policy, on_event: ray_executor.run_ray(
-        tasks, units, specs, policy, on_event=on_event, address=options.ray_address)
+        tasks, units, specs, policy, on_event=on_event, address=options.ray_address,
+        device=options.device)
 
 
 # -- one run ------------------------------------------------------------------------------------
@@ -279,7 +282,7 @@ class _Run:
         self.on_event = on_event
         self.backend = backend
         self.note = note
-        self.slots = slots
+        self.slots = slots      # devices.DeviceSlot list; None: the Ray executor decides them
         self.run_id = new_run_id()
         self.manifest: Manifest | None = None
         self.results: dict[int, SceneResult] = {}
@@ -332,8 +335,7 @@ class _Run:
             self._emit(RunStarted(
                 scenes_total=len(self.scenes), scenes_to_run=len(self.to_run),
                 audio_seconds=sum(info.duration_s for _, info in self.to_run),
-                backend=self.backend.name, device=",".join(s.label for s in self.slots),
-                note=self.note))
+                backend=self.backend.name, device=self._device_label(None), note=self.note))
             for note in self.notes:
                 self._emit(note)
             for r in self.decided:
@@ -355,6 +357,7 @@ class _Run:
         return self._write_summary(self._summary(report, started), summary_json)
 
     def _plan(self):
+        from .devices import DeviceSlot
         from .planning import pack_units
         from .pool import SceneTask, WorkerSpec
 
@@ -365,10 +368,20 @@ class _Run:
                  for s, info in self.to_run]
         units = pack_units([t.duration_s for t in tasks], self.options.batch_seconds,
                            max_scenes=self.policy.max_scenes_per_worker)
+        # Ray: one spec whose slot run_ray(device=...) replaces with the cluster's.
+        slots = self.slots if self.slots is not None else [DeviceSlot("cpu", "", "cpu")]
         specs = [WorkerSpec(backend=self.backend.name, weights_path=self.backend.weights.path,
                             backend_options=self.options.backend_options(), slot=slot)
-                 for slot in self.slots]
+                 for slot in slots]
         return tasks, units, specs
+
+    def _device_label(self, report) -> str:
+        """The devices for people: what the executor chose if it chose, else the slots."""
+        if report is not None and report.devices:
+            return ",".join(report.devices)
+        if self.slots is None:
+            return f"{self.options.device} (Ray)"
+        return ",".join(s.label for s in self.slots)
 
     def _emit(self, event) -> None:
         if self.on_event is not None:
@@ -423,7 +436,7 @@ class _Run:
         enhanced_s = sum(r.duration_s for r in rows if r.status == "enhanced")
         return RunSummary(
             scenes=tuple(rows), backend=self.backend.name, backend_note=self.note,
-            weights=self.backend.weights.as_dict(), device=",".join(s.label for s in self.slots),
+            weights=self.backend.weights.as_dict(), device=self._device_label(report),
             executor=self.options.executor, out_dir=str(self.out_root),
             manifest_path=str(self.manifest.path) if self.manifest else None, summary_path=None,
             run_id=self.run_id,

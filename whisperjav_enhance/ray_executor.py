@@ -1,6 +1,6 @@
 """The Ray executor: the pool's semantics on a Ray cluster, for many GPUs and many machines.
 
-    run_ray(tasks, units, specs, policy, on_event=None, address=None) -> PoolReport
+    run_ray(tasks, units, specs, policy, on_event=None, address=None, device=None) -> PoolReport
 
 Same contract as ``pool.run_pool`` (same tasks, planner units, events and report); only where the
 workers live differs::
@@ -12,6 +12,10 @@ workers live differs::
       ActorDiedError = a crash; watchdog = ray.kill               (outputs: write_audio_atomic)
       Ledger -> events -> PoolReport
 
+* Devices: ``device`` (``auto``, ``cpu``, ``cuda``) is decided by the cluster's resources, not by
+  the machine that runs the driver, which may have no GPU: ``auto`` is the cluster's GPUs, else
+  its CPUs; ``cuda`` needs cluster GPUs (:func:`cluster_slots`). A private local instance is this
+  machine, so there the device is resolved here as the local pool does (``cuda:N`` included).
 * Lanes: one actor per GPU of the cluster (``num_gpus=1``; ``workers_per_device`` N shares each GPU
   between N actors at ``num_gpus=1/N``), or on the CPU ``workers_per_device`` actors, by default
   one per two cluster cores like ``devices.default_cpu_workers`` (``num_cpus=1`` each). Ray, not
@@ -25,7 +29,7 @@ workers live differs::
   fresh allocator) and starts a new actor. No warm standby: an actor holds its GPU's whole Ray
   resource, so a standby could not load beside it; a recycle costs one start.
 * Crashes (``RayActorError``: the process or its node died) and watchdog kills are charged to the
-  scenes in flight exactly as in the local pool; a scene present at ``max_crashes_per_scene``
+  scenes in flight exactly as in the local pool (the same ``pool.scheduling.Scheduler``); a scene present at ``max_crashes_per_scene``
   crashes, the last alone in its worker, is quarantined.
 * ``address=None`` starts a private local Ray instance (no dashboard, worker output not forwarded)
   and shuts it down when the run ends, on errors and Ctrl-C too. An address joins that cluster and
@@ -37,6 +41,7 @@ workers live differs::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
@@ -47,18 +52,19 @@ import socket
 import threading
 import time
 import traceback
-from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .config import PoolPolicy
+from .devices import DeviceSlot
 from .errors import BackendUnavailable, ConfigError, DeviceError, RunInterrupted
-from .events import Log, WorkerCrashed, WorkerRetired, WorkerStarted
-from .pool.cleanup import Terminated, install_termination_handler, output_paths, remove_partials
+from .events import Log, WorkerRetired
+from .pool.cleanup import Terminated, install_termination_handler, remove_partials
 from .pool.ledger import Ledger, PoolReport, validate_units
 from .pool.messages import (LoadFailed, Retiring, SceneResult, UnitAssignment, UnitDone,
                             WorkerSpec)
+from .pool.scheduling import Job, Scheduler, max_worker_starts
 
 # Tunables (module-level so tests can shrink them).
 POLL_S = 0.5                     # longest single wait; keeps Ctrl-C prompt
@@ -204,18 +210,21 @@ def import_ray():
 class RaySession:
     """Starts a private local Ray instance or joins a cluster, and undoes only what it did."""
 
-    def __init__(self, ray, address: str | None, gpu_visible: list[str] | None):
+    def __init__(self, ray, address: str | None):
         self.ray = ray
         # RAY_ADDRESS is honoured as ray.init itself does: it joins that cluster.
         self.address = address or os.environ.get("RAY_ADDRESS") or None
-        self.gpu_visible = gpu_visible  # local instance: the GPUs it may use (None: CPU only)
+        # True when open() starts a private instance on this machine (so its devices are this
+        # machine's); False when it joins a cluster or uses the caller's connection.
+        self.local = not self.address and not ray.is_initialized()
         self.owned = False              # True when close() must disconnect (and, locally, stop)
 
     @property
     def where(self) -> str:
         return f"the Ray cluster at {self.address}" if self.address else "the local Ray instance"
 
-    def open(self) -> None:
+    def open(self, gpu_visible: list[str] | None = None) -> None:
+        """Connect; ``gpu_visible``: the GPUs a private local instance may use (None: CPU only)."""
         if self.ray.is_initialized():
             return  # the caller's own connection: used as is, left as is
         common = dict(namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
@@ -234,13 +243,13 @@ class RaySession:
             self.owned = True
             return
         previous = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if self.gpu_visible is not None:  # the raylet inherits this: it sees the chosen GPUs only
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_visible)
+        if gpu_visible is not None:  # the raylet inherits this: it sees the chosen GPUs only
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_visible)
         try:
             self.owned = True
             with _interrupts_deferred():
                 self.ray.init(num_cpus=os.cpu_count() or 1,
-                              num_gpus=len(self.gpu_visible) if self.gpu_visible else 0,
+                              num_gpus=len(gpu_visible) if gpu_visible else 0,
                               include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                               **common)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError, OSError) as exc:
@@ -260,6 +269,34 @@ class RaySession:
         if self.owned:
             self.owned = False
             self.ray.shutdown()
+
+
+def cluster_slots(device: str, resources: dict, where: str) -> list[DeviceSlot]:
+    """The device slots ``device`` means on a Ray cluster whose ``ray.cluster_resources()`` are
+    ``resources``: ``cpu`` the CPU; ``auto`` one slot per cluster GPU, or the CPU when there is
+    none; ``cuda`` one slot per cluster GPU, a :class:`DeviceError` when there is none. GPU slots
+    are numbered over the whole cluster and set no ``CUDA_VISIBLE_DEVICES``: Ray gives each actor
+    its GPU. ``cuda:N`` names one GPU of one machine, which a driver cannot pick on a cluster: a
+    DeviceError that says what to use instead. ``where`` names the cluster in messages."""
+    spec = (device or "auto").strip().lower()
+    m = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", spec)
+    if not m or (m.group(1) != "cuda" and m.group(2) is not None):
+        raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+    cpu = DeviceSlot("cpu", "", "cpu")
+    if spec == "cpu":
+        return [cpu]
+    gpus = int(resources.get("GPU", 0))  # a float in Ray's answer; fractions are not whole GPUs
+    if m.group(2) is not None:
+        raise DeviceError(f"device {spec!r} names one GPU of one machine, but on {where} Ray "
+                          "gives each worker its GPU; use --device cuda (every GPU of the "
+                          "cluster) or auto")
+    if gpus < 1:
+        if spec == "auto":
+            return [cpu]
+        raise DeviceError(f"device {spec!r} requested but {where} has no GPUs; start the Ray "
+                          "nodes on GPU machines (`ray start ... --num-gpus N`) or use --device "
+                          "cpu or auto")
+    return [DeviceSlot(f"cuda:{i}", None, "cuda:0") for i in range(gpus)]
 
 
 @contextlib.contextmanager
@@ -297,13 +334,6 @@ def _probe(address: str) -> None:
 
 # -- the driver ---------------------------------------------------------------------------------------
 @dataclass
-class _Job:
-    unit_id: int
-    positions: tuple[int, ...]
-    isolate: bool = False   # run the scenes one at a time (they were in flight at a crash)
-
-
-@dataclass
 class _Lane:
     index: int
     spec: WorkerSpec
@@ -325,7 +355,7 @@ class _Actor:
         self.pid: int | None = None
         self.local = True                # on the driver's node (its pid can be watched)
         self.label = "cpu"
-        self.job: _Job | None = None
+        self.job: Job | None = None
         self.open: set[int] = set()      # positions of the job not yet reported
         self.stream = None               # ObjectRefGenerator of the unit in flight
         self.retiring = False            # UnitDone said it leaves; its Retiring is next
@@ -337,7 +367,7 @@ class _Actor:
 class RayRunner:
     """Runs one set of tasks on Ray actors; see the module docstring."""
 
-    def __init__(self, ray, tasks: Sequence, jobs: list[_Job], specs: Sequence[WorkerSpec],
+    def __init__(self, ray, tasks: Sequence, jobs: list[Job], specs: Sequence[WorkerSpec],
                  policy: PoolPolicy, on_event: Callable | None, session: RaySession):
         from .pool import supervisor
 
@@ -346,27 +376,15 @@ class RayRunner:
         self.policy = policy
         self.session = session
         self.ledger = Ledger(self.tasks, on_event)
-        self.queue: deque[_Job] = deque(jobs)
         self.max_futile = supervisor.MAX_FUTILE_CRASHES
         self.lanes = self._make_lanes(specs, session.resources())
+        # The local pool's queue, crash accounting and start bound (no standbys here).
+        self.sched = Scheduler(self.tasks, jobs, self.ledger, policy, max_worker_starts(
+            policy, len(self.lanes), 0, len(jobs), len(self.tasks)))
         self.remote_class = ray.remote(RayWorker)
         self.driver_node = ray.get_runtime_context().get_node_id()
         self.actors: dict[int, _Actor] = {}
         self.next_id = 0
-        self.started = 0
-        self.crash_counts = Counter()
-        self.crash_notes: dict[int, list[str]] = {}
-        self.oom_positions: set[int] = set()
-        self.crashes: list[str] = []
-        self.recycles = Counter()
-        self.startup_seconds: list[float] = []
-        self.wait_s = 0.0
-        self.first_ready: float | None = None
-        # Same automatic bound as the local pool (no standbys here): nothing loops forever.
-        self.max_starts = policy.max_worker_starts or (
-            2 * len(self.lanes) + 2 * len(jobs) + len(self.tasks) * (policy.max_crashes_per_scene + 1))
-        self.t0 = self._tick = time.perf_counter()
-        self._starved = 0
         self._closing = False            # the run is over: a death now is no crash
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -392,17 +410,7 @@ class RayRunner:
 
     # -- main loop ---------------------------------------------------------------------------------
     def run(self) -> PoolReport:
-        while self.ledger.remaining:
-            self._schedule()
-            if not self.ledger.remaining:
-                break
-            self._wait_and_handle()
-        self.shutdown()
-        return self.ledger.report(
-            workers_started=self.started, recycles=dict(self.recycles),
-            worker_crashes=len(self.crashes), startup_seconds=tuple(self.startup_seconds),
-            startup_wait_seconds=self.wait_s, first_ready_seconds=self.first_ready or 0.0,
-            crashes=tuple(self.crashes))
+        return self.sched.drive(self._schedule, self._wait_and_handle, self.shutdown)
 
     def _schedule(self) -> None:
         for lane in self.lanes:
@@ -411,41 +419,30 @@ class RayRunner:
                 self._assign_next(a)
         starting = sum(1 for lane in self.lanes if lane.actor is not None and not lane.actor.ready)
         for lane in self.lanes:
-            if lane.actor is None and len(self.queue) > starting:
+            if lane.actor is None and len(self.sched.queue) > starting:
                 if not self._start(lane):
                     break
                 starting += 1
-        if self.queue and not self.actors:
-            self._give_up(f"no worker could be started (limit of {self.max_starts} worker starts "
-                          "reached)")
-        elif self.ledger.remaining and not self.queue and not self.actors:
-            self._give_up("scenes were lost track of (a bug in the Ray executor; please report it)")
-        unready = sum(1 for lane in self.lanes if lane.actor is None or not lane.actor.ready)
-        self._starved = min(unready, len(self.queue))
+        stuck = self.sched.stuck(bool(self.actors), "Ray executor")
+        if stuck:
+            self._give_up(stuck)
+        self.sched.starved(sum(1 for lane in self.lanes
+                               if lane.actor is None or not lane.actor.ready))
 
     def _start(self, lane: _Lane) -> bool:
-        if self.started >= self.max_starts:
+        if not self.sched.may_start():
             return False
         self.next_id += 1
         handle = self.remote_class.options(
             max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD",
             **lane.options).remote(self.next_id, lane.spec, self.policy, lane.threads, lane.use_gpu)
         lane.actor = self.actors[self.next_id] = _Actor(self.next_id, lane, handle)
-        self.started += 1
         return True
 
     def _assign_next(self, a: _Actor) -> None:
-        while self.queue:
-            job = self.queue.popleft()
-            items = tuple((p, self.tasks[p]) for p in job.positions if not self.ledger.done(p))
-            if not items:
-                continue
-            msg = UnitAssignment(job.unit_id, items,
-                                 tuple(p for p, _ in items if p in self.oom_positions), job.isolate)
-            a.job, a.open = job, {p for p, _ in items}
-            a.progress_at = time.perf_counter()
+        msg = self.sched.assign(a)
+        if msg is not None:
             a.stream = a.handle.run_unit.options(num_returns="streaming").remote(msg)
-            return
 
     def _wait_and_handle(self) -> None:
         waiting = []
@@ -460,9 +457,7 @@ class RayRunner:
         else:
             time.sleep(timeout)
             ready = []
-        now = time.perf_counter()
-        self.wait_s += (now - self._tick) * self._starved
-        self._tick = now
+        self.sched.tick(time.perf_counter())
         for obj in ready:
             a = next(a for w, a in waiting if w is obj or w == obj)
             if a.id not in self.actors:
@@ -495,13 +490,7 @@ class RayRunner:
         a.label = f"cuda:{loaded.gpu_ids[0]}" if a.lane.use_gpu and loaded.gpu_ids else "cpu"
         if not a.local:
             a.label = f"{loaded.node_ip}/{a.label}"
-        now = time.perf_counter()
-        a.progress_at = now
-        startup = now - a.created_at
-        self.startup_seconds.append(startup)
-        if self.first_ready is None:
-            self.first_ready = now - self.t0
-        self.ledger.emit(WorkerStarted(a.id, a.label, a.pid, startup))
+        self.sched.worker_ready(a, a.label, a.pid, a.created_at)
 
     def _drain(self, a: _Actor) -> None:
         """Handle every message of the unit's stream that has arrived."""
@@ -515,7 +504,7 @@ class RayRunner:
             except StopIteration:
                 a.stream = None
                 if a.job is not None and not a.retiring:  # ended without UnitDone: a bug
-                    self._give_back(a, sorted(a.open), "ended its unit without reporting")
+                    self.sched.give_back(a, sorted(a.open), "ended its unit without reporting")
                     a.job = None
                 return
             try:
@@ -526,47 +515,23 @@ class RayRunner:
             self._handle(a, msg)
 
     def _handle(self, a: _Actor, msg) -> None:
-        now = time.perf_counter()
         if isinstance(msg, SceneResult):
-            a.open.discard(msg.pos)
-            a.progress_at = now
-            if self.ledger.scene_result(msg):
-                a.finished_any = True
-                a.lane.futile = 0
+            self.sched.scene_result(a, msg)
         elif isinstance(msg, UnitDone):
-            a.progress_at = now
+            a.progress_at = time.perf_counter()
             a.scenes_done = msg.scenes_done
             self.ledger.unit_done(msg)
             if msg.retiring:
                 a.retiring = True  # its Retiring message follows on the same stream
             else:
-                self._give_back(a, sorted(a.open), "finished its unit without reporting")
+                self.sched.give_back(a, sorted(a.open), "finished its unit without reporting")
                 a.job, a.open, a.stream = None, set(), None
         elif isinstance(msg, Retiring):
-            self._on_retiring(a, msg)
+            self.sched.retiring(a, msg)
+            self._end(a)  # recycled: a fresh actor (fresh process, fresh allocator) takes the lane
         else:
             self.ledger.emit(Log(f"worker {a.id} sent an unknown message {type(msg).__name__}",
                                  "warning"))
-
-    def _on_retiring(self, a: _Actor, msg: Retiring) -> None:
-        if msg.reason != "shutdown":
-            self.recycles[msg.reason] += 1
-        note = f" ({msg.message.splitlines()[0]})" if msg.message else ""
-        self.ledger.emit(WorkerRetired(a.id, msg.reason, msg.scenes_done))
-        if msg.reason not in ("shutdown", "max_scenes"):
-            self.ledger.emit(Log(f"worker {a.id} retires: {msg.reason}{note}"))
-        unfinished = [p for p in msg.unfinished if not self.ledger.done(p)]
-        if msg.reason == "oom":
-            if msg.culprit is not None:
-                self.oom_positions.add(msg.culprit)
-            if unfinished:
-                self.queue.appendleft(_Job(a.job.unit_id if a.job else -1, tuple(unfinished)))
-        elif unfinished:  # cuda_error / worker_error: the context or the worker cannot be trusted
-            self._charge_crash(a, unfinished, f"worker {a.id} retired after {msg.reason}{note}")
-        self._give_back(a, sorted(p for p in a.open if p not in msg.unfinished),
-                        "retired without reporting")
-        a.open.clear()
-        self._end(a)  # recycled: a fresh actor (fresh process, fresh allocator) takes the lane
 
     # -- crashes and the watchdog ---------------------------------------------------------------------
     def _on_death(self, a: _Actor, err: BaseException | None) -> None:
@@ -575,48 +540,10 @@ class RayRunner:
             return
         description = a.kill_reason or describe_actor_death(err)
         self._end(a)
-        where = f"pid {a.pid}" if a.pid else "not started"
-        self.crashes.append(f"worker {a.id} ({where}): {description}")
-        unfinished = sorted(p for p in a.open if not self.ledger.done(p))
-        remove_partials(output_paths(self.tasks, unfinished))
-        quarantined = self._charge_crash(a, unfinished, f"worker {a.id}: {description}")
-        self.ledger.emit(WorkerCrashed(a.id, description, len(unfinished) - quarantined))
-        if a.finished_any or quarantined:
-            a.lane.futile = 0
-        else:
-            a.lane.futile += 1
-            if a.lane.futile >= self.max_futile:
-                self._give_up(f"{a.lane.futile} workers in a row crashed without finishing a "
-                              f"scene; last: {description}")
-
-    def _charge_crash(self, a: _Actor, positions: list[int], note: str) -> int:
-        """Charge a crash to the scenes in flight; quarantine or requeue each (one scene per job,
-        so the next crash names its culprit). Returns how many were quarantined."""
-        alone = len(positions) == 1
-        requeue, quarantined = [], 0
-        for p in positions:
-            self.crash_counts[p] += 1
-            self.crash_notes.setdefault(p, []).append(note)
-            if alone and self.crash_counts[p] >= self.policy.max_crashes_per_scene:
-                self.ledger.finish(p, "failed", "quarantined",
-                                   f"quarantined after {self.crash_counts[p]} worker crash(es) while "
-                                   f"enhancing it: {'; '.join(self.crash_notes[p])}")
-                quarantined += 1
-            else:
-                requeue.append(p)
-        unit_id = a.job.unit_id if a.job else -1
-        for p in reversed(requeue):
-            self.queue.appendleft(_Job(unit_id, (p,), isolate=True))
-        a.open.clear()
-        return quarantined
-
-    def _give_back(self, a: _Actor, positions, why: str) -> None:
-        positions = [p for p in positions if not self.ledger.done(p)]
-        if positions:
-            self.ledger.emit(Log(f"worker {a.id} {why} {len(positions)} scene(s); running them again",
-                                 "warning"))
-            self.queue.appendleft(_Job(a.job.unit_id if a.job else -1, tuple(positions)))
-        a.open.difference_update(positions)
+        futile = self.sched.crashed(a, f"pid {a.pid}" if a.pid else "not started", description)
+        if futile >= self.max_futile:
+            self._give_up(f"{futile} workers in a row crashed without finishing a scene; "
+                          f"last: {description}")
 
     def _next_deadline(self) -> float:
         deadlines = [time.perf_counter() + POLL_S]
@@ -672,10 +599,7 @@ class RayRunner:
     def _give_up(self, why: str) -> None:
         self.ledger.emit(Log(f"giving up: {why}", "warning"))
         self.stop()
-        for pos in range(len(self.tasks)):
-            if not self.ledger.done(pos):
-                self.ledger.finish(pos, "failed", "worker_crash", f"not run: {why}")
-        self.queue.clear()
+        self.sched.fail_unfinished(why)
 
     def shutdown(self) -> None:
         """End of the run: the rest of each last unit's report is read (as the local pool reads
@@ -705,7 +629,7 @@ class RayRunner:
         self._kill_all(actors)
 
     def unfinished_outputs(self) -> list[str]:
-        return output_paths(self.tasks, [p for p in range(len(self.tasks)) if not self.ledger.done(p)])
+        return self.sched.unfinished_outputs()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -715,13 +639,17 @@ def _first_line(exc: BaseException) -> str:
 
 # -- entry point ----------------------------------------------------------------------------------------
 def run_ray(tasks: Sequence, units: Sequence, specs: Sequence[WorkerSpec], policy: PoolPolicy,
-            on_event: Callable | None = None, address: str | None = None) -> PoolReport:
+            on_event: Callable | None = None, address: str | None = None,
+            device: str | None = None) -> PoolReport:
     """Enhance ``tasks`` on Ray actors; one :class:`SceneOutcome` per task, in task order.
 
     ``address`` joins an existing cluster (left running); None starts a local instance that is
-    stopped when this returns or raises. Raises RunInterrupted on Ctrl-C/SIGTERM (actors killed,
-    temporaries removed), WeightsError/BackendUnavailable when workers cannot load, ConfigError
-    when the cluster cannot be joined, DeviceError when GPUs were asked for and the cluster has none.
+    stopped when this returns or raises. ``device`` (auto, cpu, cuda, cuda:N) is resolved where the
+    workers run, once connected: ``specs[0]`` runs on every slot it gives (its own slot is
+    replaced), and ``PoolReport.devices`` names them; None runs the specs' slots as given. Raises
+    RunInterrupted on Ctrl-C/SIGTERM (actors killed, temporaries removed),
+    WeightsError/BackendUnavailable when workers cannot load, ConfigError when the cluster cannot
+    be joined, DeviceError when GPUs were asked for and the cluster has none.
     """
     from .pool.worker import resolve_backend_class
 
@@ -729,24 +657,29 @@ def run_ray(tasks: Sequence, units: Sequence, specs: Sequence[WorkerSpec], polic
     if not specs:
         raise ValueError("run_ray needs at least one WorkerSpec")
     nonempty = [u for u in units if len(u.scenes)]
-    jobs = [_Job(u.unit_id, pos) for u, pos in zip(nonempty, validate_units(len(tasks), units))]
+    jobs = [Job(u.unit_id, pos) for u, pos in zip(nonempty, validate_units(len(tasks), units))]
     if not tasks:
         return Ledger([], on_event).report(workers_started=0, recycles={}, worker_crashes=0,
                                            startup_seconds=(), startup_wait_seconds=0.0)
     ray = import_ray()
     for spec in specs:  # BackendUnavailable here, before Ray starts
         resolve_backend_class(spec.backend)
-    gpu_visible = [s.slot.visible_devices for s in specs if s.slot.is_cuda]
-    session = RaySession(ray, address, gpu_visible or None)
+    session = RaySession(ray, address)
+    if device is not None and session.local:
+        from .devices import resolve_devices  # counts GPUs without creating a CUDA context
+
+        specs = _on_slots(specs[0], resolve_devices(device))  # the instance is this machine
     put_back = _keep_signal_handlers()  # ray.init replaces the SIGTERM handler with sys.exit
     restore = lambda: None  # noqa: E731
     runner: RayRunner | None = None
     finished = False
     try:
-        session.open()
+        session.open([s.slot.visible_devices for s in specs if s.slot.is_cuda] or None)
         restore = install_termination_handler()
+        if device is not None:
+            specs = _cluster_specs(specs, device, session, on_event)
         runner = RayRunner(ray, tasks, jobs, specs, policy, on_event, session)
-        report = runner.run()
+        report = dataclasses.replace(runner.run(), devices=tuple(s.slot.label for s in specs))
         finished = True
         return report
     except (KeyboardInterrupt, Terminated) as exc:
@@ -772,6 +705,24 @@ def run_ray(tasks: Sequence, units: Sequence, specs: Sequence[WorkerSpec], polic
             put_back()
 
 
+def _on_slots(spec: WorkerSpec, slots: Sequence[DeviceSlot]) -> list[WorkerSpec]:
+    return [dataclasses.replace(spec, slot=slot) for slot in slots]
+
+
+def _cluster_specs(specs: list[WorkerSpec], device: str, session: RaySession,
+                   on_event: Callable | None) -> list[WorkerSpec]:
+    """The specs on the devices ``device`` means where the workers run (a private local instance:
+    already resolved on this machine), announced in a Log event."""
+    resources = session.resources()
+    if not session.local:
+        specs = _on_slots(specs[0], cluster_slots(device, resources, session.where))
+    if on_event is not None:
+        on_event(Log(f"{session.where} has {resources.get('GPU', 0):g} GPU(s) and "
+                     f"{resources.get('CPU', 0):g} CPU(s); device {device!r} runs on "
+                     + ",".join(s.slot.label for s in specs)))
+    return specs
+
+
 def _keep_signal_handlers() -> Callable[[], None]:
     """Remember the termination handlers; returns a function that puts them back."""
     if threading.current_thread() is not threading.main_thread():
@@ -790,4 +741,5 @@ def _keep_signal_handlers() -> Callable[[], None]:
     return put_back
 
 
-__all__ = ["run_ray", "RayWorker", "RayRunner", "RaySession", "describe_actor_death", "import_ray"]
+__all__ = ["run_ray", "RayWorker", "RayRunner", "RaySession", "cluster_slots",
+           "describe_actor_death", "import_ray"]

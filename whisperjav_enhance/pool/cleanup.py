@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from ..audio import is_partial_file
+from ..atomic import is_partial_file
 
 
 class Terminated(BaseException):

@@ -31,6 +31,8 @@ class PoolReport:
     batch_sizes: dict                    # padded window samples -> batch size the workers chose
     first_ready_seconds: float = 0.0     # run start -> first worker ready (the unavoidable wait)
     crashes: tuple[str, ...] = ()        # one line per crash: worker, exit code/signal, cause
+    devices: tuple[str, ...] = ()        # device labels the executor chose itself (Ray: from the
+                                         # cluster's resources); empty: the caller's slots
 
     @property
     def recycle_wait_seconds(self) -> float:

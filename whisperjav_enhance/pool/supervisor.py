@@ -6,7 +6,8 @@ Data flow::
     run_pool(tasks, units, specs, policy, on_event)
       |
       v
-    Supervisor -- job queue (work units; scenes given back after a crash go to the front, one per job)
+    Supervisor -- scheduling.Scheduler (shared with the Ray executor): job queue (work units;
+      |   scenes given back after a crash go to the front, one per job), crash counts, quarantine
       |   lanes = device slots x workers per device; each lane: one active worker + warm
       |   standbys, spawned while the active one still works so a recycle costs ~nothing
       |
@@ -32,7 +33,8 @@ Rules that keep every scene accounted for:
 * Scenes in flight at a crash are charged one crash each and requeued one scene per job, so a
   batch mate's crash never condemns an innocent scene; a scene that reaches
   ``max_crashes_per_scene`` crashes, the last of them alone in its worker, is quarantined
-  (``quarantined``, the message names the crashes). Watchdog kills count as crashes.
+  (``quarantined``, the message names the crashes). Watchdog kills count as crashes. (These
+  decisions live in scheduling.py, so the Ray executor makes them alike.)
 * A window that does not fit alone: the worker retires (``oom``), the scenes it did not finish go
   to a fresh worker, and the scene fails with ``out_of_memory`` if it runs out of memory again.
 * A worker that cannot load its backend (missing weights, missing package) stops the run at once:
@@ -50,8 +52,6 @@ import math
 import os
 import signal
 import time
-from collections import Counter, deque
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import multiprocess
@@ -60,11 +60,11 @@ from multiprocess.connection import wait as _wait
 from ..config import PoolPolicy
 from ..devices import default_cpu_workers
 from ..errors import (BackendUnavailable, ConfigError, DeviceError, RunInterrupted, WeightsError)
-from ..events import Log, WorkerCrashed, WorkerRetired, WorkerStarted
-from .cleanup import Terminated, install_termination_handler, output_paths, remove_partials
+from ..events import Log, WorkerRetired
+from .cleanup import Terminated, install_termination_handler, remove_partials
 from .ledger import Ledger, PoolReport, validate_units
-from .messages import (LoadFailed, Ready, Retiring, SceneResult, Shutdown, UnitAssignment,
-                       UnitDone, WorkerSpec)
+from .messages import LoadFailed, Ready, Retiring, SceneResult, Shutdown, UnitDone, WorkerSpec
+from .scheduling import Job, Scheduler, max_worker_starts
 from .worker import resolve_backend_class, worker_main
 
 # Tunables (module-level so tests can shrink them).
@@ -151,13 +151,6 @@ def load_error(msg: LoadFailed, spec: WorkerSpec) -> Exception:
 
 
 # -- parent-side records ---------------------------------------------------------------------------
-@dataclass
-class _Job:
-    unit_id: int
-    positions: tuple[int, ...]
-    isolate: bool = False   # run the scenes one at a time (they were in flight at a crash)
-
-
 class _Lane:
     """One worker position on a device slot: an active worker and its warm standbys (oldest first)."""
 
@@ -184,7 +177,7 @@ class _Worker:
         self.pid = process.pid
         self.spawned_at = time.perf_counter()
         self.ready = False
-        self.job: _Job | None = None
+        self.job: Job | None = None
         self.open: set[int] = set()         # positions of the job not yet reported
         self.progress_at = self.spawned_at  # last sign of progress (for the watchdog)
         self.leaving_since: float | None = None
@@ -199,33 +192,17 @@ class _Worker:
 class Supervisor:
     """Runs one set of tasks through spawned workers; see the module docstring."""
 
-    def __init__(self, tasks: Sequence, jobs: list[_Job], specs: Sequence[WorkerSpec],
+    def __init__(self, tasks: Sequence, jobs: list[Job], specs: Sequence[WorkerSpec],
                  policy: PoolPolicy, on_event: Callable | None):
         self.tasks = list(tasks)
         self.policy = policy
         self.ledger = Ledger(self.tasks, on_event)
-        self.queue: deque[_Job] = deque(jobs)
         self.lanes = self._make_lanes(specs)
+        self.sched = Scheduler(self.tasks, jobs, self.ledger, policy, max_worker_starts(
+            policy, len(self.lanes), policy.max_standby_workers, len(jobs), len(self.tasks)))
         self.ctx = multiprocess.get_context("spawn")
         self.workers: dict[int, _Worker] = {}
         self.next_id = 0
-        self.crash_counts = Counter()
-        self.crash_notes: dict[int, list[str]] = {}
-        self.oom_positions: set[int] = set()
-        self.started = 0
-        self.crashes: list[str] = []
-        self.recycles = Counter()
-        self.startup_seconds: list[float] = []
-        self.wait_s = 0.0
-        self.first_ready: float | None = None
-        # Automatic bound: a start per lane and standby, two per unit (recycles, OOM retries), and
-        # every scene's crash allowance. Runs never reach it; it exists so nothing loops forever.
-        self.max_starts = policy.max_worker_starts or (
-            2 * len(self.lanes) * (1 + policy.max_standby_workers) + 2 * len(jobs)
-            + len(self.tasks) * (policy.max_crashes_per_scene + 1))
-        self.t0 = self._tick = time.perf_counter()
-        self._starved = 0
-        self._stopped = False
 
     # -- set-up -----------------------------------------------------------------------------------
     def _make_lanes(self, specs: Sequence[WorkerSpec]) -> list[_Lane]:
@@ -245,17 +222,7 @@ class Supervisor:
 
     # -- main loop ---------------------------------------------------------------------------------
     def run(self) -> PoolReport:
-        while self.ledger.remaining:
-            self._schedule()
-            if not self.ledger.remaining:
-                break
-            self._wait_and_handle()
-        self.shutdown()
-        return self.ledger.report(
-            workers_started=self.started, recycles=dict(self.recycles),
-            worker_crashes=len(self.crashes), startup_seconds=tuple(self.startup_seconds),
-            startup_wait_seconds=self.wait_s, first_ready_seconds=self.first_ready or 0.0,
-            crashes=tuple(self.crashes))
+        return self.sched.drive(self._schedule, self._wait_and_handle, self.shutdown)
 
     def _schedule(self) -> None:
         for lane in self.lanes:
@@ -267,7 +234,7 @@ class Supervisor:
                 self._assign_next(w)
         waiting = sum(1 for lane in self.lanes if lane.active is not None and lane.active.job is None)
         for lane in self.lanes:
-            if lane.active is None and len(self.queue) > waiting:
+            if lane.active is None and len(self.sched.queue) > waiting:
                 if not self._spawn(lane, "active"):
                     break
                 waiting += 1
@@ -275,38 +242,28 @@ class Supervisor:
             while len(lane.standbys) < self._standbys_wanted(lane):
                 if not self._spawn(lane, "standby"):
                     break
-        if self.queue and not self.workers:
-            self._give_up(f"no worker could be started (limit of {self.max_starts} worker starts "
-                          "reached)")
-        elif self.ledger.remaining and not self.queue and not self.workers:
-            self._give_up("scenes were lost track of (a bug in the pool; please report it)")
+        stuck = self.sched.stuck(bool(self.workers), "pool")
+        if stuck:
+            self._give_up(stuck)
         # Worker-slot seconds lost to start-up: lanes without a ready worker while work waits.
-        unready = sum(1 for lane in self.lanes if lane.active is None or not lane.active.ready)
-        self._starved = min(unready, len(self.queue))
+        self.sched.starved(sum(1 for lane in self.lanes
+                               if lane.active is None or not lane.active.ready))
 
     def _assign_next(self, w: _Worker) -> None:
-        while self.queue:
-            job = self.queue.popleft()
-            items = tuple((p, self.tasks[p]) for p in job.positions if not self.ledger.done(p))
-            if not items:
-                continue
-            msg = UnitAssignment(job.unit_id, items,
-                                 tuple(p for p, _ in items if p in self.oom_positions), job.isolate)
-            w.job, w.open = job, {p for p, _ in items}
-            w.progress_at = time.perf_counter()
+        msg = self.sched.assign(w)
+        if msg is not None:
             try:
                 w.conn.send(msg)
             except (OSError, ValueError):
                 pass  # it died: its sentinel reports the crash and gives the job back
-            return
 
     def _standbys_wanted(self, lane: _Lane) -> int:
         """How many replacements should be loading now, so each is ready when its predecessor
         retires and no more than the remaining work will use."""
         w, p = lane.active, self.policy
-        if not p.warm_standby or w is None or not w.ready or not self.queue:
+        if not p.warm_standby or w is None or not w.ready or not self.sched.queue:
             return 0
-        queued = sum(len(job.positions) for job in self.queue)
+        queued = self.sched.queued_scenes()
         left = p.max_scenes_per_worker - w.scenes_done - len(w.open)  # before w retires
         successors = math.ceil(max(0, queued - max(0, left)) / p.max_scenes_per_worker)
         imminent = (w.job is not None and left <= 0) or (
@@ -316,11 +273,11 @@ class Supervisor:
         if not successors:
             return 0  # the run ends before this worker retires
         depth = 1 if imminent else 0
-        if w.scenes_done and self.startup_seconds:
+        if w.scenes_done and self.sched.startup_seconds:
             # Standby k takes over about (k - 1) worker lives after this worker retires; spawn it
             # once that is less than STANDBY_LEAD start-ups away.
             per_scene = w.busy_s / w.scenes_done
-            lead = STANDBY_LEAD * max(self.startup_seconds) - max(0, left) * per_scene
+            lead = STANDBY_LEAD * max(self.sched.startup_seconds) - max(0, left) * per_scene
             life = max(p.max_scenes_per_worker * per_scene, 1e-6)
             if lead >= 0:
                 depth = max(depth, int(lead // life) + 1)
@@ -334,7 +291,7 @@ class Supervisor:
                 or (m.alloc_retries is not None and m.alloc_retries >= f * p.max_alloc_retries))
 
     def _spawn(self, lane: _Lane, role: str) -> bool:
-        if self.started >= self.max_starts:
+        if not self.sched.may_start():
             return False
         self.next_id += 1
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
@@ -345,7 +302,6 @@ class Supervisor:
         child_conn.close()  # ours is closed so the pipe reports EOF when the child dies
         w = _Worker(self.next_id, lane, process, parent_conn, role)
         self.workers[w.id] = w
-        self.started += 1
         if role == "active":
             lane.active = w
         else:
@@ -361,9 +317,7 @@ class Supervisor:
             handles[w.process.sentinel] = w
         timeout = max(0.0, min(POLL_S, self._next_deadline() - time.perf_counter()))
         ready = _wait(list(handles), timeout) if handles else _sleep(timeout)
-        now = time.perf_counter()
-        self.wait_s += (now - self._tick) * self._starved
-        self._tick = now
+        self.sched.tick(time.perf_counter())
         for h in ready:
             w = handles[h]
             if h is w.conn and w.id in self.workers:
@@ -390,11 +344,7 @@ class Supervisor:
     def _handle(self, w: _Worker, msg) -> None:
         now = time.perf_counter()
         if isinstance(msg, SceneResult):
-            w.open.discard(msg.pos)
-            w.progress_at = now
-            if self.ledger.scene_result(msg):
-                w.finished_any = True
-                w.lane.futile = 0
+            self.sched.scene_result(w, msg)
         elif isinstance(msg, UnitDone):
             w.progress_at = now
             w.scenes_done, w.memory = msg.scenes_done, msg.memory
@@ -403,45 +353,21 @@ class Supervisor:
             if msg.retiring:
                 self._leave(w, now)
             else:
-                self._give_back(w, sorted(w.open), "finished its unit without reporting")
+                self.sched.give_back(w, sorted(w.open), "finished its unit without reporting")
                 w.job, w.open = None, set()
         elif isinstance(msg, Ready):
-            w.ready, w.progress_at = True, now
-            startup = now - w.spawned_at
-            self.startup_seconds.append(startup)
-            if self.first_ready is None:
-                self.first_ready = now - self.t0
-            self.ledger.emit(WorkerStarted(w.id, w.lane.label, msg.pid, startup))
+            w.ready = True
+            self.sched.worker_ready(w, w.lane.label, msg.pid, w.spawned_at)
         elif isinstance(msg, Retiring):
-            self._on_retiring(w, msg, now)
+            w.retiring = msg
+            self.sched.retiring(w, msg)
+            self._leave(w, now)
         elif isinstance(msg, LoadFailed):
             self.ledger.emit(WorkerRetired(w.id, "load_failed", 0))
             raise _LoadFailure(msg, w.lane.spec)
         else:
             self.ledger.emit(Log(f"worker {w.id} sent an unknown message {type(msg).__name__}",
                                  "warning"))
-
-    def _on_retiring(self, w: _Worker, msg: Retiring, now: float) -> None:
-        w.retiring = msg
-        if msg.reason != "shutdown":
-            self.recycles[msg.reason] += 1
-        note = f" ({msg.message.splitlines()[0]})" if msg.message else ""
-        self.ledger.emit(WorkerRetired(w.id, msg.reason, msg.scenes_done))
-        if msg.reason not in ("shutdown", "max_scenes"):
-            self.ledger.emit(Log(f"worker {w.id} retires: {msg.reason}{note}"))
-        unfinished = [p for p in msg.unfinished if not self.ledger.done(p)]
-        if msg.reason == "oom":
-            if msg.culprit is not None:
-                self.oom_positions.add(msg.culprit)
-            if unfinished:
-                unit_id = w.job.unit_id if w.job else -1
-                self.queue.appendleft(_Job(unit_id, tuple(unfinished)))
-        elif unfinished:  # cuda_error / worker_error: the context or the worker cannot be trusted
-            self._charge_crash(w, unfinished, f"worker {w.id} retired after {msg.reason}{note}")
-        self._give_back(w, sorted(p for p in w.open if p not in msg.unfinished),
-                        "retired without reporting")
-        w.open.clear()
-        self._leave(w, now)
 
     def _leave(self, w: _Worker, now: float) -> None:
         if w.lane.active is w:
@@ -450,14 +376,6 @@ class Supervisor:
             w.lane.standbys.remove(w)
         if w.role != "leaving":
             w.role, w.leaving_since = "leaving", now
-
-    def _give_back(self, w: _Worker, positions, why: str) -> None:
-        positions = [p for p in positions if not self.ledger.done(p)]
-        if positions:
-            self.ledger.emit(Log(f"worker {w.id} {why} {len(positions)} scene(s); running them again",
-                                 "warning"))
-            self.queue.appendleft(_Job(w.job.unit_id if w.job else -1, tuple(positions)))
-        w.open.difference_update(positions)
 
     # -- exits, crashes and the watchdog ---------------------------------------------------------------
     def _on_exit(self, w: _Worker) -> None:
@@ -468,40 +386,10 @@ class Supervisor:
             return
         self._leave(w, time.perf_counter())
         description = w.kill_reason or describe_exit(w.process.exitcode)
-        self.crashes.append(f"worker {w.id} (pid {w.pid}): {description}")
-        unfinished = sorted(p for p in w.open if not self.ledger.done(p))
-        remove_partials(output_paths(self.tasks, unfinished))
-        progressed = self._charge_crash(w, unfinished, f"worker {w.id}: {description}")
-        self.ledger.emit(WorkerCrashed(w.id, description, len(unfinished) - progressed))
-        if w.finished_any or progressed:
-            w.lane.futile = 0
-        else:
-            w.lane.futile += 1
-            if w.lane.futile >= MAX_FUTILE_CRASHES:
-                self._give_up(f"{w.lane.futile} workers in a row on {w.lane.label} crashed without "
-                              f"finishing a scene; last: {description}")
-
-    def _charge_crash(self, w: _Worker, positions: list[int], note: str) -> int:
-        """Charge a crash to the scenes in flight; quarantine or requeue each. Returns how many
-        were quarantined."""
-        alone = len(positions) == 1
-        requeue, quarantined = [], 0
-        for p in positions:
-            self.crash_counts[p] += 1
-            self.crash_notes.setdefault(p, []).append(note)
-            if alone and self.crash_counts[p] >= self.policy.max_crashes_per_scene:
-                notes = "; ".join(self.crash_notes[p])
-                self.ledger.finish(p, "failed", "quarantined",
-                                   f"quarantined after {self.crash_counts[p]} worker crash(es) while "
-                                   f"enhancing it: {notes}")
-                quarantined += 1
-            else:
-                requeue.append(p)
-        unit_id = w.job.unit_id if w.job else -1
-        for p in reversed(requeue):  # one scene per job: the next crash names its culprit
-            self.queue.appendleft(_Job(unit_id, (p,), isolate=True))
-        w.open.clear()
-        return quarantined
+        futile = self.sched.crashed(w, f"pid {w.pid}", description)
+        if futile >= MAX_FUTILE_CRASHES:
+            self._give_up(f"{futile} workers in a row on {w.lane.label} crashed without "
+                          f"finishing a scene; last: {description}")
 
     def _forget(self, w: _Worker) -> None:
         self.workers.pop(w.id, None)
@@ -546,10 +434,7 @@ class Supervisor:
     def _give_up(self, why: str) -> None:
         self.ledger.emit(Log(f"giving up: {why}", "warning"))
         self.stop()
-        for pos in range(len(self.tasks)):
-            if not self.ledger.done(pos):
-                self.ledger.finish(pos, "failed", "worker_crash", f"not run: {why}")
-        self.queue.clear()
+        self.sched.fail_unfinished(why)
 
     # -- stopping ------------------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -598,7 +483,7 @@ class Supervisor:
             self._forget(w)
 
     def unfinished_outputs(self) -> list[str]:
-        return output_paths(self.tasks, [p for p in range(len(self.tasks)) if not self.ledger.done(p)])
+        return self.sched.unfinished_outputs()
 
 
 # -- entry point -------------------------------------------------------------------------------------
@@ -612,7 +497,7 @@ def run_pool(tasks: Sequence, units: Sequence, specs: Sequence[WorkerSpec], poli
     tasks, specs = list(tasks), list(specs)
     if not specs:
         raise ValueError("run_pool needs at least one WorkerSpec")
-    jobs = [_Job(u.unit_id, pos) for u, pos in zip(_nonempty(units), validate_units(len(tasks), units))]
+    jobs = [Job(u.unit_id, pos) for u, pos in zip(_nonempty(units), validate_units(len(tasks), units))]
     if not tasks:
         return Ledger([], on_event).report(workers_started=0, recycles={}, worker_crashes=0,
                                            startup_seconds=(), startup_wait_seconds=0.0)
