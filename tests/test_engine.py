@@ -107,3 +107,102 @@ def test_engine_leaves_no_inference_mode_in_caller():
     next(it)
     assert not torch.is_inference_mode_enabled()
     list(it)
+
+
+class OOMSwitch(PassthroughBackend):
+    """OOMs above ``limit`` windows; records every batch size it is handed."""
+
+    limit = 2
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.sizes = []
+
+    def enhance_windows(self, batch):
+        self.sizes.append(batch.shape[0])
+        if batch.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return batch.clone()
+
+
+def test_oom_limit_applies_to_the_rest_of_the_length_at_once():
+    # 16 windows at max_batch 8: the first batch of 8 fails once, then every batch is 4 or
+    # smaller; the second group of 8 is not tried at 8 again.
+    b = _backend(OOMSwitch)
+    b.limit = 4
+    out = dict(Engine(b, max_batch=8).run(_scenes([4_000] * 16)))
+    assert len(out) == 16
+    assert b.sizes == [8, 4, 4, 4, 4]
+
+
+def test_batch_regrows_after_successes_and_backs_off_after_another_oom(monkeypatch):
+    monkeypatch.setattr(engine_mod, "REGROW_AFTER_FORWARDS", 2)
+    b = _backend(OOMSwitch)
+    b.limit = 2
+    eng = Engine(b, max_batch=4)
+    scenes = _scenes([4_000] * 4)
+    list(eng.run(scenes))                          # 4 fails, then 2 + 2 (streak 2 of 2)
+    assert b.sizes == [4, 2, 2] and eng.stats.oom_events == 1
+    b.limit, b.sizes = 4, []                       # the pressure is gone
+    out = dict(eng.run(scenes))
+    assert b.sizes == [4] and eng.stats.oom_events == 1   # back to the full batch
+    for i, x in enumerate(scenes):
+        np.testing.assert_allclose(out[i], x, atol=1e-6)
+
+    b.limit, b.sizes = 2, []                       # pressure again: halve, and wait longer
+    list(eng.run(scenes * 2))                      # 4 fails, then 2 x 4 (streak 4 of 4 needed)
+    assert b.sizes == [4, 2, 2, 2, 2] and eng.stats.oom_events == 2
+    b.sizes = []
+    list(eng.run(scenes))                          # regrown to 4, fails again: needed is now 8
+    assert b.sizes == [4, 2, 2] and eng.stats.oom_events == 3
+    b.sizes = []
+    list(eng.run(scenes * 3))                      # 6 batches of 2 < 8: no retry at 4 yet
+    assert b.sizes == [2] * 6 and eng.stats.batch_by_length[4_000] == 2
+
+
+def test_oom_recovery_runs_after_the_traceback_is_released(monkeypatch):
+    # The failed forward's tensors (held by the traceback's frames) must be unreachable when
+    # the engine empties the CUDA cache, or the cache cannot give their memory back.
+    import gc
+    import weakref
+
+    held = []
+
+    class Holder(OOMAbove):
+        def enhance_windows(self, batch):
+            big = torch.empty(batch.shape[0], 1000)
+            held.append(weakref.ref(big))
+            return super().enhance_windows(batch)
+
+    alive_at_shrink = []
+    original = Engine._shrink_after_oom
+
+    def spy(self, batch, error):
+        gc.collect()
+        alive_at_shrink.append(any(r() is not None for r in held))
+        return original(self, batch, error)
+
+    monkeypatch.setattr(Engine, "_shrink_after_oom", spy)
+    list(Engine(_backend(Holder), max_batch=4).run(_scenes([4_000] * 4)))
+    assert alive_at_shrink == [False]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_path_stages_pinned_and_reproduces_input(monkeypatch):
+    b = PassthroughBackend(sample_rate=16_000, window_seconds=0.25, overlap_seconds=0.05)
+    b.load(torch.device("cuda"))
+    staged = []
+    real_zeros = torch.zeros
+
+    def spy(*args, **kw):
+        t = real_zeros(*args, **kw)
+        staged.append(t.is_pinned())
+        return t
+
+    monkeypatch.setattr(torch, "zeros", spy)
+    scenes = _scenes(LENGTHS)
+    out = dict(Engine(b).run(scenes))
+    assert staged and all(staged)
+    for i, x in enumerate(scenes):
+        np.testing.assert_allclose(out[i], x, atol=1e-6)

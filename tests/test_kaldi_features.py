@@ -184,6 +184,19 @@ def test_optional_dither_is_deterministic_and_batch_independent():
     assert a.min() > -5 and a.mean() > 5 and KaldiFbank()(silence).max() < -15
 
 
+def test_dither_of_a_frame_does_not_depend_on_what_ran_before():
+    # The pattern is cached and regrown from the seed when a longer input arrives: frame k must
+    # get the same noise before and after (the engine's windows share one module per worker).
+    x = torch.zeros(1, 1_920 + 384 * 3)
+    fresh = KaldiFbank(FbankOptions(dither=1.0))(x)
+    grown = KaldiFbank(FbankOptions(dither=1.0))
+    short_first = grown(x)
+    long_after = grown(torch.zeros(1, 1_920 + 384 * 40))
+    torch.testing.assert_close(short_first, fresh, rtol=0, atol=0)
+    torch.testing.assert_close(long_after[:, :4], fresh, rtol=0, atol=0)
+    torch.testing.assert_close(grown(x), fresh, rtol=0, atol=0)
+
+
 def test_invalid_options_are_rejected():
     for bad in (dict(window_type="blackmann"), dict(num_mel_bins=0), dict(dither=-1.0),
                 dict(low_freq_hz=30_000.0), dict(frame_shift=0)):

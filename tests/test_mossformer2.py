@@ -132,6 +132,20 @@ def test_enhance_windows_returns_exactly_the_input_shape(backend):
     assert torch.isfinite(y).all()
 
 
+def test_zero_padding_looks_like_dithered_silence_to_the_network(backend):
+    # clearvoice always dithers (amplitude 1.0), so that is what silence looks like to the
+    # network; the zeros the engine pads short scenes with must not read as log(eps) = -15.9.
+    assert backend.fbank_opts.dither == 1.0 and backend.describe()["fbank_dither"] == 1.0
+    n = padded_length(12_000)
+    speech_then_zeros = torch.zeros(2, n)
+    speech_then_zeros[:, :4_800] = torch.from_numpy(speechlike(4_800, 3))
+    feats = backend.features(speech_then_zeros)[..., :60]
+    padding_frames = feats[:, 1 + 4_800 // 384:]
+    assert padding_frames.min() > -5 and padding_frames.mean() > 5
+    # deterministic, and a row's features do not depend on the batch
+    torch.testing.assert_close(backend.features(speech_then_zeros[:1])[..., :60], feats[:1])
+
+
 # -- parity with clearvoice's decode math --------------------------------------------------
 def knf_fbank_48k(x16: np.ndarray) -> np.ndarray:
     o = knf.FbankOptions()
@@ -176,13 +190,15 @@ def clearvoice_decode(net, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out.numpy() / MAX_WAV_VALUE, feats.numpy()
 
 
-def test_matches_clearvoice_decode_math_on_the_same_network(backend):
+def test_matches_clearvoice_decode_math_on_the_same_network(weights_dir):
     n = 1920 + 384 * 30  # a whole number of hops and >= 2 frames: no padding on either side
+    exact = MossFormer2Backend.resolve(str(weights_dir), dither=0.0)  # the noiseless fbank
+    exact.load("cpu")
     audio = speechlike(n, seed=11)
-    ref, ref_feats = clearvoice_decode(backend.net, audio)
+    ref, ref_feats = clearvoice_decode(exact.net, audio)
     x = torch.from_numpy(audio).unsqueeze(0)
-    ours_feats = backend.features(x)[0].numpy()
-    ours = backend.enhance_windows(x)[0].numpy()
+    ours_feats = exact.features(x)[0].numpy()
+    ours = exact.enhance_windows(x)[0].numpy()
     feat_err = np.abs(ours_feats - ref_feats).max()
     out_err = np.abs(ours - ref).max()
     assert feat_err < 1e-3, feat_err

@@ -4,7 +4,7 @@ import random
 import numpy as np
 import pytest
 
-from whisperjav_enhance.planning import (WindowPlan, group_batches, pack_units, padded_length,
+from whisperjav_enhance.planning import (WindowPlan, group_by_length, pack_units, padded_length,
                                          plan_windows, window_starts)
 
 PLANS = [WindowPlan(window=1000, hop=750, quantum=125), WindowPlan(window=64, hop=64, quantum=64),
@@ -51,18 +51,16 @@ def test_plan_validation():
         window_starts(0, PLANS[0])
 
 
-def test_group_batches_limits_and_keeps_order():
+def test_group_by_length_keeps_every_window_and_scene_order():
     plan = WindowPlan(window=1000, hop=750, quantum=250)
     ws = plan_windows([100, 5000, 300, 900, 120, 2000], plan)
-    batches = group_batches(ws, lambda padded: 3 if padded == 1000 else 2)
-    flat = [w for b in batches for w in b]
-    assert sorted(flat, key=lambda w: (w.scene, w.start)) == sorted(ws, key=lambda w: (w.scene, w.start))
-    for b in batches:
-        assert len({w.padded for w in b}) == 1
-        assert len(b) <= (3 if b[0].padded == 1000 else 2)
-    # within one padded length, windows keep scene order
-    for b in batches:
-        assert [w.scene for w in b] == sorted(w.scene for w in b)
+    groups = group_by_length(ws)
+    assert list(groups) == [250, 1000, 500]          # order of first appearance
+    flat = [w for g in groups.values() for w in g]
+    assert sorted(flat, key=lambda w: (w.scene, w.start)) == ws
+    for padded, g in groups.items():
+        assert {w.padded for w in g} == {padded}
+        assert [(w.scene, w.start) for w in g] == sorted((w.scene, w.start) for w in g)
 
 
 def test_pack_units_budget_and_long_scenes_alone():

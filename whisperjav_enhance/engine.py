@@ -4,14 +4,18 @@ Scenes of any length are cut into fixed windows (lazy views, nothing copied unti
 built); windows of equal padded length from many scenes go through the network together, under
 ``torch.inference_mode``; outputs are overlap-added on the CPU with a triangular weight window and
 a running weight sum, exactly as long as the inputs. Device memory therefore depends on the batch
-and the window, never on the scene length, and a batch that does not fit is halved and retried.
+and the window, never on the scene length. A batch that does not fit is halved and retried; the
+halved size holds for that window length until ``REGROW_AFTER_FORWARDS`` forwards at it succeed,
+then the engine tries twice as many again (an OOM is often transient: a standby worker loading,
+another process on the card), waiting twice as long after every further OOM at that length.
 
-    scenes (np, CPU) --plan_windows--> windows --group_batches--> [B, T] on device
+    scenes (np, CPU) --plan_windows--> windows --group_by_length--> [B, T] on device
         --backend.enhance_windows--> [B, T] --.cpu()--> out += y * w ; wsum += w --> out / wsum
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -19,7 +23,7 @@ import numpy as np
 
 from .backends.base import Backend
 from .errors import SceneError
-from .planning import SceneWindow, WindowPlan, group_batches, plan_windows
+from .planning import SceneWindow, WindowPlan, group_by_length, plan_windows
 
 # Upper bound on windows per forward when no budget limits it: past this, MossFormer2 on an H100
 # gains <5% (MEASUREMENTS.md) while latency per batch keeps growing.
@@ -28,6 +32,10 @@ MAX_BATCH_WINDOWS = 64
 CPU_MAX_BATCH_WINDOWS = 4
 # Exponent applied to the triangular overlap-add weight; higher = sharper cross-fades.
 TRANSITION_POWER = 1.0
+# Successful forwards at an OOM-halved batch size before the engine tries twice that size again
+# (doubled after every further OOM at the same window length, so a card that really is full
+# costs a handful of failed forwards over a worker's life, not one every few seconds).
+REGROW_AFTER_FORWARDS = 32
 
 
 class EngineOutOfMemory(SceneError):
@@ -46,6 +54,15 @@ class EngineStats:
     windows: int = 0                   # windows enhanced
     oom_events: int = 0                # forwards that ran out of memory (then retried smaller)
     batch_by_length: dict = field(default_factory=dict)  # padded samples -> batch size in use
+
+
+@dataclass
+class _Shrunk:
+    """Batch limit for one window length after an out-of-memory error."""
+
+    cap: int          # largest batch allowed now
+    needed: int       # successful forwards at ``cap`` before ``cap`` is doubled
+    streak: int = 0   # successful forwards at ``cap`` so far
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -77,22 +94,25 @@ class Engine:
         self.budget_bytes = budget_bytes
         self.max_batch = max_batch
         self.stats = EngineStats()
-        self._oom_cap: dict[int, int] = {}  # padded length -> largest batch known to fit
+        self._shrunk: dict[int, _Shrunk] = {}  # padded length -> limit after an OOM there
         if backend.windowed:
             self.plan = WindowPlan.from_seconds(backend.sample_rate, backend.window_seconds,
                                                 backend.overlap_seconds)
 
     # -- batch sizing --------------------------------------------------------------------------
+    def _on_cuda(self) -> bool:
+        dev = getattr(self.backend, "device", None)
+        return getattr(dev, "type", str(dev)) == "cuda"
+
     def _cap(self) -> int:
         if self.max_batch:
             return self.max_batch
-        dev = getattr(self.backend, "device", None)
-        on_cpu = dev is None or getattr(dev, "type", str(dev)) == "cpu"
-        return CPU_MAX_BATCH_WINDOWS if on_cpu else MAX_BATCH_WINDOWS
+        return MAX_BATCH_WINDOWS if self._on_cuda() else CPU_MAX_BATCH_WINDOWS
 
     def batch_for_length(self, padded: int) -> int:
         """Largest batch of ``padded``-sample windows that fits the budget (at least 1)."""
-        b = min(self._cap(), self._oom_cap.get(padded, 1 << 30))
+        shrunk = self._shrunk.get(padded)
+        b = min(self._cap(), shrunk.cap if shrunk else self._cap())
         if self.budget_bytes is not None:
             while b > 1 and self.backend.vram_bytes(b, padded) > self.budget_bytes:
                 b -= 1 if b <= 8 else max(1, b // 8)
@@ -110,8 +130,6 @@ class Engine:
             for i, a in enumerate(audios):
                 yield i, self._check_length(self.backend.enhance_scene(a), a)
             return
-        import torch
-
         lengths = [int(a.shape[0]) for a in audios]
         windows = plan_windows(lengths, self.plan)
         remaining = [0] * len(audios)
@@ -120,62 +138,98 @@ class Engine:
         out = [np.zeros(n, dtype=np.float32) for n in lengths]
         wsum = [np.zeros(n, dtype=np.float32) for n in lengths]
         single = [r == 1 for r in remaining]
-        pending = list(group_batches(windows, self.batch_for_length))
         weight = overlap_weight(self.plan.window)
-        while pending:
-            batch = pending.pop(0)
-            try:
-                # Entered per batch, not around the loop: this is a generator, and a mode held
-                # across ``yield`` would leak into the caller's code.
-                with torch.inference_mode():
-                    y = self._forward(batch, audios)
-            except Exception as exc:
-                if not _is_oom(exc):
-                    raise
-                pending[:0] = self._split_after_oom(batch, exc)
-                continue
-            for row, w in enumerate(batch):
-                wt = np.float32(1.0) if single[w.scene] else weight[:w.length]
-                out[w.scene][w.start:w.start + w.length] += y[row, :w.length] * wt
-                wsum[w.scene][w.start:w.start + w.length] += wt
-                remaining[w.scene] -= 1
-                if remaining[w.scene] == 0:
-                    result = out[w.scene] / wsum[w.scene]
-                    out[w.scene] = wsum[w.scene] = None  # free the scene's buffers at once
-                    yield w.scene, result
+        for padded, group in group_by_length(windows).items():
+            queue = deque(group)
+            while queue:
+                size = min(self.batch_for_length(padded), len(queue))
+                batch = [queue.popleft() for _ in range(size)]
+                y = self._forward_or_shrink(batch, audios)
+                if y is None:  # out of memory: the same windows again, in smaller batches
+                    queue.extendleft(reversed(batch))
+                    continue
+                for row, w in enumerate(batch):
+                    wt = np.float32(1.0) if single[w.scene] else weight[:w.length]
+                    out[w.scene][w.start:w.start + w.length] += y[row, :w.length] * wt
+                    wsum[w.scene][w.start:w.start + w.length] += wt
+                    remaining[w.scene] -= 1
+                    if remaining[w.scene] == 0:
+                        result = out[w.scene] / wsum[w.scene]
+                        out[w.scene] = wsum[w.scene] = None  # free the scene's buffers at once
+                        yield w.scene, result
+
+    def _forward_or_shrink(self, batch: list[SceneWindow], audios) -> np.ndarray | None:
+        """The batch's output, or None after an OOM (the batch limit for its length is halved).
+
+        Raises :class:`EngineOutOfMemory` when a single window does not fit.
+        """
+        import torch
+
+        try:
+            # Entered per batch, not around the loop: ``run`` is a generator, and a mode held
+            # across ``yield`` would leak into the caller's code.
+            with torch.inference_mode():
+                y = self._forward(batch, audios)
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        else:
+            self._note_success(batch)
+            return y
+        # Handled here, not in the except block: the exception's traceback holds the failed
+        # forward's frames and their device tensors until the block ends, and empty_cache
+        # cannot give back memory that is still referenced.
+        self._shrink_after_oom(batch, error)
+        return None
 
     def _forward(self, batch: list[SceneWindow], audios) -> np.ndarray:
         import torch
 
-        padded = batch[0].padded
-        x = np.zeros((len(batch), padded), dtype=np.float32)
+        # Staged in page-locked memory on CUDA: the copy then runs asynchronously while the CPU
+        # launches the network's kernels (a forward is launch-bound, MEASUREMENTS.md), and at
+        # full PCIe speed. From pageable memory ``non_blocking`` would silently block.
+        # PyTorch's caching host allocator reuses the pinned blocks across batches.
+        host = torch.zeros((len(batch), batch[0].padded), dtype=torch.float32,
+                           pin_memory=self._on_cuda())
+        x = host.numpy()
         for row, w in enumerate(batch):
             x[row, :w.length] = audios[w.scene][w.start:w.start + w.length]
-        xt = torch.from_numpy(x).to(self.backend.device, non_blocking=True)
+        xt = host.to(self.backend.device, non_blocking=True)
         yt = self.backend.enhance_windows(xt)
         if tuple(yt.shape) != tuple(xt.shape):
             raise RuntimeError(f"{self.backend.name} returned shape {tuple(yt.shape)} for input "
                                f"{tuple(xt.shape)}")
-        y = yt.float().cpu().numpy()
-        del xt, yt
+        y = yt.float().cpu().numpy()  # a synchronising copy: the result is needed at once
+        del host, xt, yt
         self.stats.forwards += 1
         self.stats.windows += len(batch)
         return y
 
-    def _split_after_oom(self, batch: list[SceneWindow], exc: BaseException) -> list[list[SceneWindow]]:
+    def _note_success(self, batch: list[SceneWindow]) -> None:
+        shrunk = self._shrunk.get(batch[0].padded)
+        if shrunk is None or len(batch) < shrunk.cap or shrunk.cap >= self._cap():
+            return  # only a full batch at the reduced limit says the limit may be too low
+        shrunk.streak += 1
+        if shrunk.streak >= shrunk.needed:
+            shrunk.cap, shrunk.streak = 2 * shrunk.cap, 0
+
+    def _shrink_after_oom(self, batch: list[SceneWindow], error: str) -> None:
         import torch
 
         self.stats.oom_events += 1
-        if torch.cuda.is_available() and getattr(self.backend.device, "type", "") == "cuda":
+        if self._on_cuda():
             torch.cuda.empty_cache()
+        padded = batch[0].padded
         if len(batch) == 1:
-            w = batch[0]
-            raise EngineOutOfMemory([w.scene], f"one {w.padded / self.backend.sample_rate:.1f} s "
-                                    f"window does not fit in device memory ({str(exc).splitlines()[0]})") from exc
-        half = len(batch) // 2
-        self._oom_cap[batch[0].padded] = half
-        self.stats.batch_by_length[batch[0].padded] = half
-        return [batch[:half], batch[half:]]
+            raise EngineOutOfMemory(
+                [batch[0].scene], f"one {padded / self.backend.sample_rate:.1f} s window does not "
+                f"fit in device memory ({error}); use shorter windows (--window-seconds), a "
+                f"larger --vram-budget-gb, or free the GPU of other work")
+        previous = self._shrunk.get(padded)
+        needed = REGROW_AFTER_FORWARDS if previous is None else 2 * previous.needed
+        self._shrunk[padded] = _Shrunk(cap=len(batch) // 2, needed=needed)
+        self.stats.batch_by_length[padded] = len(batch) // 2
 
     @staticmethod
     def _check_length(y: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -76,20 +76,18 @@ def plan_windows(lengths: Sequence[int], plan: WindowPlan) -> list[SceneWindow]:
     return out
 
 
-def group_batches(windows: Sequence[SceneWindow], batch_for_length) -> list[list[SceneWindow]]:
-    """Group windows of equal padded length into batches of at most ``batch_for_length(padded)``.
+def group_by_length(windows: Sequence[SceneWindow]) -> dict[int, list[SceneWindow]]:
+    """Windows grouped by padded length (only equal lengths can share a forward).
 
-    Groups are visited in order of first appearance, and windows keep their order inside a
-    group, so scenes early in the list finish early.
+    Groups come in order of first appearance and windows keep their order inside a group, so
+    scenes early in the list finish early. The engine cuts batches from the front of each group
+    as it goes, because the batch size it can afford changes while it runs (out-of-memory
+    halving, regrowth).
     """
     groups: dict[int, list[SceneWindow]] = {}
     for w in windows:
         groups.setdefault(w.padded, []).append(w)
-    batches = []
-    for padded, ws in groups.items():
-        size = max(1, int(batch_for_length(padded)))
-        batches.extend(ws[i:i + size] for i in range(0, len(ws), size))
-    return batches
+    return groups
 
 
 @dataclass(frozen=True)

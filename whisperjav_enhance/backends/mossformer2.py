@@ -11,16 +11,23 @@ FFT 1920, 60 mel bins):
 
 Differences from clearvoice, all deliberate:
 - Dither: clearvoice computes fbank with ``dither=1.0`` (Gaussian noise of one 16-bit step added
-  to every frame, fresh on every call), so its output is not reproducible. We use dither 0: the
-  same input always gives the same output. The two differ only where the signal is within a few
-  16-bit steps of silence (the noise then dominates the log-mel energies); digital silence gives
-  ``log(float32 eps)`` here, about -15.9, where clearvoice sees noise energies. ``dither=1.0``
-  is accepted as an option and then uses a fixed, seeded noise pattern (still deterministic).
+  to every frame, fresh on every call), so its output is not reproducible. We keep the amplitude
+  (default ``dither=1.0``) but add a fixed, seeded noise pattern indexed by frame, so the same
+  window always gives the same output, whatever it is batched with. The amplitude matters
+  because clearvoice never computes features without it, so dithered silence (log-mel ~-3..12,
+  mean ~7) is the silence the network knows. Without dither, digital silence, and the zeros the
+  engine pads short scenes with (up to a multiple of window/8: a 0.6 s scene is 40% padding),
+  give ``log(float32 eps)`` = -15.9 in every bin, plus a delta spike where speech meets padding;
+  with it, padding looks like the quiet after an utterance. Audible signal is unaffected (one
+  16-bit step against thousands). ``dither=0`` is the exact noiseless computation (the parity
+  test against clearvoice's math uses it). Reflect-padding instead would need the engine to
+  pass each row's real length and would feed the network mirrored speech; dither needs neither.
 - The STFT runs on the unscaled audio (the mask is linear in it, so scaling by 32768 and back is
   an identity up to rounding); only the features see the 16-bit scale the network was trained on.
-- Every window is padded internally with zeros to at least ``MIN_FRAMES`` frames and to a whole
-  hop, so every input sample lies under a frame (clearvoice returns zeros for the last
-  ``(T - 1920) % 384`` samples), then trimmed back to exactly ``T`` samples.
+- Every window is padded internally with zeros (dithered like the rest, see above) to at least
+  ``MIN_FRAMES`` frames and to a whole hop, so every input sample lies under a frame
+  (clearvoice returns zeros for the last ``(T - 1920) % 384`` samples), then trimmed back to
+  exactly ``T`` samples.
 - Long scenes are cut, batched and overlap-added by the engine, not by clearvoice's 4 s / 3 s
   segment loop; no autograd is recorded.
 
@@ -61,6 +68,7 @@ WIN_LEN = 1920               # STFT and fbank frame, samples (40 ms)
 WIN_INC = 384                # hop, samples (8 ms)
 FFT_LEN = 1920               # STFT size (961 one-sided bins = the mask's width)
 NUM_MELS = 60                # fbank bins; with deltas the network sees 3 * 60 = 180 features
+DITHER = 1.0                 # fbank dither std, 16-bit steps (clearvoice's; seeded here, see top)
 # The network's FSMN blocks call ``squeeze()`` without a dim: with one frame and a batch above 1
 # they broadcast rows of different windows together. Two frames (48 ms) avoid that.
 MIN_FRAMES = 2
@@ -277,7 +285,7 @@ class MossFormer2Backend(Backend):
     sample_rate = SAMPLE_RATE_HZ
 
     def __init__(self, weights: WeightsInfo, window_seconds: float = 4.0,
-                 overlap_seconds: float = 1.0, dither: float = 0.0):
+                 overlap_seconds: float = 1.0, dither: float = DITHER):
         super().__init__(weights)
         window_seconds, overlap_seconds = float(window_seconds), float(overlap_seconds)
         if not window_seconds > 0:
