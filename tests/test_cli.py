@@ -263,6 +263,25 @@ def test_sigint_stops_workers_and_leaves_no_partial_files(tmp_path):
     assert summary["scenes_enhanced"] == len(list(out.glob("*.wav")))
 
 
+def test_only_unusable_scenes_exit_1_listing_each_failure(tmp_path):
+    # Scenes were found, so the run ran (not exit 2), and none is complete (not exit 0).
+    src = tmp_path / "scenes"
+    src.mkdir()
+    (src / "empty.wav").write_bytes(b"")
+    (src / "text.wav").write_text("this is a subtitle file, not audio\n" * 20)
+    out = tmp_path / "out"
+
+    r = run_cli("enhance", src, "-o", out, *FAST)
+
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert "2 scene(s) failed" in r.stdout
+    assert re.search(r"empty\.wav: empty", r.stdout) and re.search(r"text\.wav: unreadable", r.stdout)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["scenes_total"], summary["scenes_failed"], summary["workers_started"]) == (2, 2, 0)
+    assert [l["status"] for l in read_manifest(out / "manifest.jsonl")] == ["failed", "failed"]
+
+
 def test_unwritable_output_is_refused_with_exit_2(tmp_path):
     src = tmp_path / "scenes"
     _good_scenes(src, 1)
@@ -387,6 +406,8 @@ def test_help_lists_every_option_with_its_default(command):
                     "--ray-address", "--output-subtype", "--clip", "--window-seconds",
                     "--overlap-seconds", "--debug", "--quiet", "--max-scene-seconds"):
             assert opt in blocks, opt
+        # With Ray the devices are the cluster's, not this machine's: the help says so.
+        assert "--executor ray" in blocks["--device"] and "cluster" in blocks["--device"]
 
 
 def test_doctor_reports_torch_and_packages():

@@ -20,7 +20,8 @@ from whisperjav_enhance.pool import (PoolReport, RemoteTraceback, SceneTask, Wor
                                      run_inprocess, run_pool, telemetry)
 from whisperjav_enhance.pool.cleanup import remove_partials
 from whisperjav_enhance.pool.ledger import validate_units
-from whisperjav_enhance.pool.messages import LoadFailed, SceneResult, UnitAssignment, UnitDone
+from whisperjav_enhance.pool.messages import (Alive, LoadFailed, SceneResult, UnitAssignment,
+                                              UnitDone)
 from whisperjav_enhance.pool.supervisor import describe_exit, load_error
 from whisperjav_enhance.pool.worker import WorkerRuntime
 
@@ -91,6 +92,43 @@ def test_window_too_big_alone_fails_in_a_fresh_worker_and_retires_a_used_one(tmp
     assert retiring is None and results[3].reason == "out_of_memory"
 
 
+def test_forwards_send_a_rate_limited_sign_of_life(tmp_path, monkeypatch):
+    from whisperjav_enhance.pool import worker
+
+    tasks = make_tasks(tmp_path, [("long", 0.6)])
+    rt = _runtime()
+    got = []
+    rt.run_unit(_unit(tasks, [0]), got.append)
+    assert not [m for m in got if isinstance(m, Alive)]  # fast forwards: nothing but the results
+    monkeypatch.setattr(worker, "HEARTBEAT_S", 0.0)
+    got = []
+    rt.run_unit(_unit(tasks, [0], unit_id=1), got.append)
+    kinds = [type(m).__name__ for m in got]
+    assert kinds.count("Alive") >= 2, kinds  # ~8 windows of 0.1 s, 4 per CPU forward: one each
+    assert kinds.index("Alive") < kinds.index("SceneResult") and kinds[-1] == "UnitDone"
+    assert all(m.worker == 7 for m in got if isinstance(m, Alive))
+
+
+def test_a_sign_of_life_defers_the_watchdog_of_a_long_scene():
+    from whisperjav_enhance.pool import supervisor as sv
+
+    policy = PoolPolicy(scene_timeout_s=30.0)
+    tasks = [SceneTask(0, "/in/0.wav", "/out/0.wav", 1200.0, None)]
+    sup = sv.Supervisor(tasks, [sv.Job(0, (0,))], [faulty_spec()], policy, None)
+
+    class Process:  # what _Worker reads from a process; nothing is spawned here
+        pid = 0
+
+    w = sv._Worker(1, sup.lanes[0], Process(), None, "active")
+    w.ready = True
+    sup.sched.assign(w)
+    w.progress_at -= 29.0  # 29 s into a scene that takes 20 minutes
+    before = sup._deadline(w)
+    sup._handle(w, Alive(1))
+    assert sup._deadline(w) >= before + 29.0 - 1.0  # a fresh scene_timeout_s from now
+    assert "no window or scene finished in 30 s" in sv.hung_message(30.0)
+
+
 def test_unreadable_input_and_unwritable_output_fail_their_scene_only(tmp_path):
     tasks = make_tasks(tmp_path, [("a", 0.2), ("bad", 0.2), ("c", 0.2)])
     Path(tasks[1].input_path).write_bytes(b"RIFF not really a wave file")
@@ -144,13 +182,14 @@ def test_telemetry_reads_rss_and_a_replaced_stats_source():
     assert snap.rss_bytes > 10 * 2**20
     fake = {"allocated_bytes.all.current": 5, "reserved_bytes.all.current": 12,
             "inactive_split_bytes.all.current": 3, "reserved_bytes.all.peak": 20,
-            "num_alloc_retries": 1, "num_ooms": 0}
+            "allocated_bytes.all.peak": 2 * 2**20, "num_alloc_retries": 1, "num_ooms": 0}
     previous = telemetry.set_stats_source(lambda device: fake)
     try:
         snap = telemetry.snapshot("cpu")
         assert (snap.drift_bytes, snap.inactive_split_bytes, snap.peak_reserved_bytes) == (7, 3, 20)
         event = snap.to_event(worker=1, scenes_done=4)
         assert isinstance(event, Telemetry) and event.alloc_retries == 1
+        assert snap.peak_allocated_bytes == 2 * 2**20 and event.peak_allocated_mib == 2.0
     finally:
         telemetry.set_stats_source(previous)
 
@@ -203,6 +242,39 @@ def test_standby_depth_follows_worker_life_and_start_time(queued, max_standbys, 
     lane.active = w
     sup.sched.startup_seconds = [6.0]
     assert sup._standbys_wanted(lane) == expect
+
+
+@pytest.mark.parametrize("queued_jobs, expect", [(1, [0]), (2, [0, 1]), (0, [])])
+def test_lanes_near_retirement_start_no_more_standbys_than_queued_jobs(queued_jobs, expect):
+    # Two lanes, each active worker on the last unit of its life: each lane alone wants a
+    # successor, but a standby beyond the queued jobs would only load and be stopped unused.
+    from whisperjav_enhance.pool import supervisor as sv
+
+    policy = PoolPolicy(max_scenes_per_worker=3, workers_per_device=2)
+    tasks = [SceneTask(i, f"/in/{i}.wav", f"/out/{i}.wav", 1.0, None) for i in range(2 + queued_jobs)]
+    jobs = [sv.Job(i, (i,)) for i in range(len(tasks))]
+    sup = sv.Supervisor(tasks, jobs, [faulty_spec()], policy, None)
+    assert len(sup.lanes) == 2
+
+    class Process:  # what _Worker reads from a process; nothing is spawned here
+        pid = 0
+
+    for i, lane in enumerate(sup.lanes):
+        w = sv._Worker(i + 1, lane, Process(), None, "active")
+        w.ready, w.scenes_done, w.busy_s = True, 2, 1.0
+        sup.sched.assign(w)  # its third scene: it retires after this unit
+        lane.active = w
+    sup.sched.startup_seconds = [6.0]
+    started = []
+
+    def spawn(lane, role):  # records the decision instead of starting a process
+        started.append(lane.index)
+        lane.standbys.append(object())
+        return True
+
+    sup._spawn = spawn
+    sup._start_standbys()
+    assert started == expect
 
 
 # -- the in-process executor ---------------------------------------------------------------------
@@ -381,6 +453,7 @@ def test_gpu_worker_reports_allocator_telemetry_within_its_budget(tmp_path):
     for t in rec.of(Telemetry):
         assert t.allocated_mib is not None and t.reserved_mib >= t.allocated_mib
         assert t.inactive_split_mib is not None and t.alloc_retries == 0 and t.oom_count == 0
+        assert t.allocated_mib <= t.peak_allocated_mib <= t.peak_reserved_mib  # the unit's peak
     assert report.peak_vram_mib is not None and 0 < report.peak_vram_mib <= 1024
     assert not torch.cuda.is_initialized()  # the parent never touched CUDA
     assert_workers_gone(rec.pids())

@@ -61,7 +61,7 @@ CASES = {
     "segfault": (["v0", "v1_segv_once"], {}, "killed by SIGSEGV"),
     "abort": (["a0", "a1_abort_once"], {}, "killed by SIGABRT"),
     "sigkill_self": (["q0", "q1_killme_once"], {}, "killed by SIGKILL"),
-    "hang": (["h0", "h1_hang_once"], {}, "timeout: no scene finished in 5 s"),
+    "hang": (["h0", "h1_hang_once"], {}, "timeout: no window or scene finished in 5 s"),
     "poison": (["p0"], {"p1_segv": "quarantined"}, "killed by SIGSEGV"),
 }
 

@@ -114,7 +114,9 @@ def _add_enhance(sub) -> None:
                         "(default: search the environment variable and the standard caches; "
                         "`whisperjav-enhance models` shows where)")
     g.add_argument("--device", default=_OPT.device,
-                   help="auto (every visible GPU, else CPU), cpu, cuda or cuda:N " + _d(_OPT.device))
+                   help="auto (every visible GPU, else CPU), cpu, cuda or cuda:N; with --executor "
+                        "ray the cluster's resources decide (auto = every GPU in the cluster, else "
+                        "CPU; on a joined cluster use cuda, not cuda:N) " + _d(_OPT.device))
     g.add_argument("--window-seconds", type=float, default=None, metavar="S",
                    help="window the scenes are cut into for the network (default: the backend's, "
                         "4 s for MossFormer2)")
@@ -133,7 +135,8 @@ def _add_enhance(sub) -> None:
     g.add_argument("--vram-budget-gb", type=float, default=None, metavar="GB",
                    help="cap on each worker's GPU memory (default: what is free on the GPU)")
     g.add_argument("--scene-timeout", type=float, default=_POL.scene_timeout_s, metavar="S",
-                   help="watchdog: a worker stuck this long on one scene is killed and replaced "
+                   help="watchdog: a worker that finishes no scene and no forward for this long is "
+                        "killed as hung and replaced "
                         + _d(f"{_POL.scene_timeout_s:g}", " s"))
     g.add_argument("--startup-timeout", type=float, default=_POL.startup_timeout_s, metavar="S",
                    help="longest a worker may take to start and load the model "

@@ -4,7 +4,7 @@ field. The CLI builds these from its arguments; pipelines build them directly.""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import audio as _audio
 from .audio import CLIP_POLICIES, SUBTYPES
@@ -90,7 +90,9 @@ class PoolPolicy:
     max_inactive_split_mb: float = 512.0   # retire when inactive split blocks (MiB) exceed this
     max_alloc_retries: int = 4             # retire when the allocator had to retry this often
     vram_budget_gb: float | None = None    # per-worker allocator cap (GiB); None = what is free
-    scene_timeout_s: float = 600.0         # watchdog: longest a worker may take for one scene
+    scene_timeout_s: float = 600.0         # watchdog: longest a busy worker may go without
+                                           # finishing a scene or a forward (a hang, not a slow
+                                           # long scene: forwards keep it alive)
     startup_timeout_s: float = 300.0       # longest a worker may take to load its model
     warm_standby: bool = True              # start a replacement while the retiring worker works
     max_standby_workers: int = 1           # warm standbys per worker slot at most; more only help

@@ -62,6 +62,8 @@ class Telemetry:
     oom_count: int
     rss_mib: float
     scenes_done: int
+    peak_allocated_mib: float | None = None  # highest held by live tensors during the unit (None
+                                             # on CPU); last and defaulted so older callers work
 
 
 @dataclass(frozen=True)

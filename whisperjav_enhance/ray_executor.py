@@ -8,8 +8,9 @@ workers live differs::
     driver (this process, never touches CUDA)                 Ray actors, one per lane
       queue of work units (crash requeues: front, one scene    RayWorker: pool.worker.WorkerRuntime
       per job) --run_unit(UnitAssignment)------------------->    loaded once (load())
-      <---- streaming generator: SceneResult* UnitDone [Retiring]  reads/writes scene files itself
-      ActorDiedError = a crash; watchdog = ray.kill               (outputs: write_audio_atomic)
+      <---- streaming generator: SceneResult/Alive ...,         reads/writes scene files itself
+            UnitDone [Retiring]                                 (outputs: write_audio_atomic)
+      ActorDiedError = a crash; watchdog = ray.kill
       Ledger -> events -> PoolReport
 
 * Devices: ``device`` (``auto``, ``cpu``, ``cuda``) is decided by the cluster's resources, not by
@@ -61,10 +62,10 @@ from .devices import DeviceSlot
 from .errors import BackendUnavailable, ConfigError, DeviceError, RunInterrupted
 from .events import Log, WorkerRetired
 from .pool.cleanup import Terminated, install_termination_handler, remove_partials
-from .pool.ledger import Ledger, PoolReport, validate_units
-from .pool.messages import (LoadFailed, Retiring, SceneResult, UnitAssignment, UnitDone,
+from .pool.ledger import Ledger, PoolReport
+from .pool.messages import (Alive, LoadFailed, Retiring, SceneResult, UnitAssignment, UnitDone,
                             WorkerSpec)
-from .pool.scheduling import Job, Scheduler, max_worker_starts
+from .pool.scheduling import Job, Scheduler, jobs_for, max_worker_starts
 
 # Tunables (module-level so tests can shrink them).
 POLL_S = 0.5                     # longest single wait; keeps Ctrl-C prompt
@@ -130,12 +131,8 @@ class RayWorker:
         def body():
             try:
                 retiring = self.runtime.run_unit(unit, outbox.put)
-            except Exception as exc:  # a bug around the model, not a scene's fault (as worker._serve)
-                first = str(exc).strip().splitlines()
-                retiring = Retiring(self.runtime.worker_id, "worker_error", self.runtime.scenes_done,
-                                    tuple(sorted(self.runtime.open_positions)), None,
-                                    f"{type(exc).__name__}: {first[0] if first else ''}\n"
-                                    + traceback.format_exc())
+            except Exception as exc:
+                retiring = self.runtime.error_retiring(exc)
             if retiring is not None:
                 outbox.put(retiring)
             outbox.put(done)
@@ -517,6 +514,8 @@ class RayRunner:
     def _handle(self, a: _Actor, msg) -> None:
         if isinstance(msg, SceneResult):
             self.sched.scene_result(a, msg)
+        elif isinstance(msg, Alive):
+            a.progress_at = time.perf_counter()
         elif isinstance(msg, UnitDone):
             a.progress_at = time.perf_counter()
             a.scenes_done = msg.scenes_done
@@ -558,6 +557,8 @@ class RayRunner:
         return None
 
     def _watchdog(self, now: float) -> None:
+        from .pool.supervisor import hung_message
+
         for a in list(self.actors.values()):
             deadline = self._deadline(a)
             if deadline is None or now < deadline:
@@ -567,8 +568,7 @@ class RayRunner:
                                  "(startup_timeout_s; on a cluster also: no node had the resources "
                                  "free); killed")
             else:
-                a.kill_reason = (f"timeout: no scene finished in {self.policy.scene_timeout_s:g} s "
-                                 "(scene_timeout_s); killed as hung")
+                a.kill_reason = hung_message(self.policy.scene_timeout_s)
             self._on_death(a, None)
 
     # -- ending actors ---------------------------------------------------------------------------------
@@ -656,8 +656,7 @@ def run_ray(tasks: Sequence, units: Sequence, specs: Sequence[WorkerSpec], polic
     tasks, specs = list(tasks), list(specs)
     if not specs:
         raise ValueError("run_ray needs at least one WorkerSpec")
-    nonempty = [u for u in units if len(u.scenes)]
-    jobs = [Job(u.unit_id, pos) for u, pos in zip(nonempty, validate_units(len(tasks), units))]
+    jobs = jobs_for(units, len(tasks))
     if not tasks:
         return Ledger([], on_event).report(workers_started=0, recycles={}, worker_crashes=0,
                                            startup_seconds=(), startup_wait_seconds=0.0)

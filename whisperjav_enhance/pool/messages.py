@@ -6,7 +6,7 @@ worker reads and writes scene files itself. Importing this module imports neithe
 so a spawned child can unpickle its arguments before it has set ``CUDA_VISIBLE_DEVICES``.
 
     parent -> worker:  UnitAssignment, Shutdown
-    worker -> parent:  Ready | LoadFailed, then per unit: SceneResult* UnitDone,
+    worker -> parent:  Ready | LoadFailed, then per unit: (SceneResult | Alive)* UnitDone,
                        and last of all Retiring (why it leaves, and what it leaves unfinished)
 """
 
@@ -127,6 +127,16 @@ class SceneResult:
     message: str | None             # one line when failed
     output_path: str | None         # when enhanced
     seconds: float                  # wall seconds since the previous result of the unit
+
+
+@dataclass(frozen=True)
+class Alive:
+    """A forward finished (sent at most every worker.HEARTBEAT_S): the worker is slow, not hung.
+
+    Without it the watchdog could only time whole scenes, and a long scene on a slow device (a
+    20-minute scene on a CPU) would be killed as hung, twice, then quarantined."""
+
+    worker: int
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 from ..config import PoolPolicy
 from ..events import Log, WorkerCrashed, WorkerRetired, WorkerStarted
 from .cleanup import output_paths, remove_partials
-from .ledger import Ledger, PoolReport
+from .ledger import Ledger, PoolReport, validate_units
 from .messages import Retiring, SceneResult, UnitAssignment
 
 NO_UNIT = -1  # unit id of scenes given back by a worker that had no job
@@ -44,6 +44,12 @@ class Job:
     unit_id: int                # planning.WorkUnit.unit_id (requeued scenes keep it)
     positions: tuple[int, ...]  # positions in the run's task list
     isolate: bool = False       # run the scenes one at a time (they were in flight at a crash)
+
+
+def jobs_for(units: Sequence, n_tasks: int) -> list[Job]:
+    """One job per non-empty planner unit; ValueError unless the units name every task once."""
+    positions = validate_units(n_tasks, units)
+    return [Job(u.unit_id, pos) for u, pos in zip([u for u in units if len(u.scenes)], positions)]
 
 
 def max_worker_starts(policy: PoolPolicy, lanes: int, standbys_per_lane: int, jobs: int,
@@ -238,4 +244,4 @@ def _unit_id(w) -> int:
     return w.job.unit_id if w.job else NO_UNIT
 
 
-__all__ = ["Job", "Scheduler", "max_worker_starts", "NO_UNIT"]
+__all__ = ["Job", "Scheduler", "jobs_for", "max_worker_starts", "NO_UNIT"]

@@ -15,7 +15,8 @@ Data flow::
       |   <-- Ready | LoadFailed, SceneResult..., UnitDone      set first; model loaded once)
       |       (telemetry), Retiring (last message: why)
       |   <-- process sentinel: an exit without Retiring is a crash (exit code or signal)
-      |   watchdog: no message for scene_timeout_s while busy, or not ready in startup_timeout_s
+      |   watchdog: no scene or forward finished (SceneResult, Alive) for scene_timeout_s while
+      |   busy, or not ready in startup_timeout_s
       v
     Ledger -- one SceneOutcome per task --> events (SceneFinished, WorkerStarted, WorkerRetired,
                                             WorkerCrashed, Telemetry, Log) --> PoolReport
@@ -62,9 +63,10 @@ from ..devices import default_cpu_workers
 from ..errors import (BackendUnavailable, ConfigError, DeviceError, RunInterrupted, WeightsError)
 from ..events import Log, WorkerRetired
 from .cleanup import Terminated, install_termination_handler, remove_partials
-from .ledger import Ledger, PoolReport, validate_units
-from .messages import LoadFailed, Ready, Retiring, SceneResult, Shutdown, UnitDone, WorkerSpec
-from .scheduling import Job, Scheduler, max_worker_starts
+from .ledger import Ledger, PoolReport
+from .messages import (Alive, LoadFailed, Ready, Retiring, SceneResult, Shutdown, UnitDone,
+                       WorkerSpec)
+from .scheduling import Job, Scheduler, jobs_for, max_worker_starts
 from .worker import resolve_backend_class, worker_main
 
 # Tunables (module-level so tests can shrink them).
@@ -130,6 +132,12 @@ def describe_exit(code: int | None) -> str:
         return f"exit code {code & 0xFFFFFFFF:#x}: {status}"
     return (f"exit code {code}: the worker exited without reporting (os._exit, or a fatal error "
             "in native code)")
+
+
+def hung_message(timeout_s: float) -> str:
+    """Why the watchdog killed a busy worker (the same words on every executor)."""
+    return (f"timeout: no window or scene finished in {timeout_s:g} s (scene_timeout_s, "
+            "--scene-timeout); killed as hung")
 
 
 def load_error(msg: LoadFailed, spec: WorkerSpec) -> Exception:
@@ -238,10 +246,7 @@ class Supervisor:
                 if not self._spawn(lane, "active"):
                     break
                 waiting += 1
-        for lane in self.lanes:
-            while len(lane.standbys) < self._standbys_wanted(lane):
-                if not self._spawn(lane, "standby"):
-                    break
+        self._start_standbys()
         stuck = self.sched.stuck(bool(self.workers), "pool")
         if stuck:
             self._give_up(stuck)
@@ -256,6 +261,20 @@ class Supervisor:
                 w.conn.send(msg)
             except (OSError, ValueError):
                 pass  # it died: its sentinel reports the crash and gives the job back
+
+    def _start_standbys(self) -> None:
+        # Each lane asks for its own successors from the whole queue, so near the end of a run
+        # every lane could start one for the same last job. Capped here: a standby beyond the
+        # queued jobs that no started worker will take could only load (~6 s, ~1 GiB of the
+        # card) and be stopped unused.
+        spare = len(self.sched.queue) - sum(
+            len(lane.standbys) + (lane.active is not None and lane.active.job is None)
+            for lane in self.lanes)
+        for lane in self.lanes:
+            while spare > 0 and len(lane.standbys) < self._standbys_wanted(lane):
+                if not self._spawn(lane, "standby"):
+                    return
+                spare -= 1
 
     def _standbys_wanted(self, lane: _Lane) -> int:
         """How many replacements should be loading now, so each is ready when its predecessor
@@ -345,6 +364,8 @@ class Supervisor:
         now = time.perf_counter()
         if isinstance(msg, SceneResult):
             self.sched.scene_result(w, msg)
+        elif isinstance(msg, Alive):
+            w.progress_at = now
         elif isinstance(msg, UnitDone):
             w.progress_at = now
             w.scenes_done, w.memory = msg.scenes_done, msg.memory
@@ -427,8 +448,7 @@ class Supervisor:
                 w.kill_reason = (f"timeout: not loaded after {self.policy.startup_timeout_s:g} s "
                                  "(startup_timeout_s); killed")
             else:
-                w.kill_reason = (f"timeout: no scene finished in {self.policy.scene_timeout_s:g} s "
-                                 "(scene_timeout_s); killed as hung")
+                w.kill_reason = hung_message(self.policy.scene_timeout_s)
             w.process.kill()
 
     def _give_up(self, why: str) -> None:
@@ -497,7 +517,7 @@ def run_pool(tasks: Sequence, units: Sequence, specs: Sequence[WorkerSpec], poli
     tasks, specs = list(tasks), list(specs)
     if not specs:
         raise ValueError("run_pool needs at least one WorkerSpec")
-    jobs = [Job(u.unit_id, pos) for u, pos in zip(_nonempty(units), validate_units(len(tasks), units))]
+    jobs = jobs_for(units, len(tasks))
     if not tasks:
         return Ledger([], on_event).report(workers_started=0, recycles={}, worker_crashes=0,
                                            startup_seconds=(), startup_wait_seconds=0.0)
@@ -531,8 +551,5 @@ def _sleep(seconds: float) -> list:
     return []
 
 
-def _nonempty(units):
-    return [u for u in units if len(u.scenes)]
-
-
-__all__ = ["run_pool", "Supervisor", "RemoteTraceback", "describe_exit", "load_error"]
+__all__ = ["run_pool", "Supervisor", "RemoteTraceback", "describe_exit", "hung_message",
+           "load_error"]

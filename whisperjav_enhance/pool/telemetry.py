@@ -33,6 +33,10 @@ class MemorySnapshot:
     rss_bytes: int | None             # resident memory of the process
     cached_bytes: int | None = None   # reserved - allocated before the cache was released: what the
                                       # unit's working set left cached (informative, not drift)
+    peak_allocated_bytes: int | None = None  # highest held by live tensors since the previous
+                                             # snapshot (torch.cuda.max_memory_allocated): the
+                                             # unit's true working set, which the reserved peak
+                                             # overstates by the allocator's rounding and cache
 
     @property
     def drift_bytes(self) -> int | None:
@@ -50,7 +54,8 @@ class MemorySnapshot:
                          peak_reserved_mib=_mib(self.peak_reserved_bytes),
                          alloc_retries=self.alloc_retries, oom_count=int(self.ooms or 0),
                          rss_mib=_mib(self.rss_bytes) if self.rss_bytes is not None else 0.0,
-                         scenes_done=scenes_done)
+                         scenes_done=scenes_done,
+                         peak_allocated_mib=_mib(self.peak_allocated_bytes))
 
 
 def _mib(value: int | None) -> float | None:
@@ -109,6 +114,7 @@ def snapshot(device, cached_bytes: int | None = None) -> MemorySnapshot:
         ooms=get("num_ooms"),
         rss_bytes=rss,
         cached_bytes=cached_bytes,
+        peak_allocated_bytes=get("allocated_bytes.all.peak"),
     )
 
 

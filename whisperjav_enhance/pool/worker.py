@@ -48,8 +48,8 @@ from ..config import PoolPolicy
 from ..engine import EngineOutOfMemory
 from ..errors import AudioError, BackendUnavailable, OutputError, SceneError
 from . import telemetry
-from .messages import (LoadFailed, Ready, Retiring, SceneResult, Shutdown, UnitAssignment,
-                       UnitDone, WorkerSpec)
+from .messages import (Alive, LoadFailed, Ready, Retiring, SceneResult, Shutdown,
+                       UnitAssignment, UnitDone, WorkerSpec)
 
 GIB = 1024 ** 3
 # Safety margin kept out of a forward's byte budget: the larger of these (the memory model is an
@@ -58,9 +58,12 @@ BUDGET_MARGIN_MIB = 256
 BUDGET_MARGIN_FRACTION = 0.10
 # Release the allocator's cache after every unit (see the module docstring).
 EMPTY_CACHE_AFTER_UNIT = True
-# Substrings of errors after which a CUDA context cannot be trusted any more.
+# Seconds between Alive messages while forwards keep finishing (the watchdog's sign of life; a
+# forward takes ~0.1 s on a GPU, so one per forward would only fill the pipe).
+HEARTBEAT_S = 5.0
 # Exit code of a worker that saw its parent die (the parent cannot read it; for logs and tests).
 PARENT_GONE_EXIT_CODE = 70
+# Substrings of errors after which a CUDA context cannot be trusted any more.
 _DEVICE_FATAL_MARKERS = ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "cuDNN error",
                          "device-side assert", "illegal memory access")
 
@@ -115,6 +118,23 @@ class _Scene:
     input_rate: int       # Hz of the file, the default output rate
 
 
+class _Heartbeat:
+    """The backend as the engine sees it: each finished forward also calls ``beat``. (The engine
+    yields only whole scenes; this is the one place that sees every forward.)"""
+
+    def __init__(self, backend, beat: Callable[[], None]):
+        self._backend = backend
+        self._beat = beat
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def enhance_windows(self, batch):
+        out = self._backend.enhance_windows(batch)
+        self._beat()
+        return out
+
+
 class _Retire(Exception):
     """Raised inside a unit when the worker must leave before finishing it."""
 
@@ -141,7 +161,8 @@ class WorkerRuntime:
         self.scenes_done = 0
         self.units_done = 0
         self.open_positions: set[int] = set()  # scenes of the current unit not yet reported
-        self._last_emit = 0.0
+        self._last_emit = 0.0                  # when the unit's last SceneResult was sent
+        self._beat_at = 0.0                    # ... or its last Alive
         self._emit: Callable = lambda msg: None
 
     # -- loading -------------------------------------------------------------------------------
@@ -167,7 +188,8 @@ class WorkerRuntime:
             torch.set_num_threads(self.threads)
         self.backend = build_backend(self.spec)
         self.backend.load(self.device)
-        self.engine = Engine(self.backend, budget_bytes=self.forward_budget())
+        self.engine = Engine(_Heartbeat(self.backend, self._beat),
+                             budget_bytes=self.forward_budget())
         return Ready(worker=self.worker_id, pid=os.getpid(),
                      startup_s=time.perf_counter() - started, device=str(self.device),
                      device_name=name, budget_bytes=self.engine.budget_bytes,
@@ -198,7 +220,7 @@ class WorkerRuntime:
     # -- one unit --------------------------------------------------------------------------------
     def run_unit(self, unit: UnitAssignment, emit: Callable) -> Retiring | None:
         """Enhance one unit, reporting through ``emit``; returns the retirement, if any."""
-        start = self._last_emit = time.perf_counter()
+        start = self._last_emit = self._beat_at = time.perf_counter()
         self._emit = emit
         self.open_positions = {pos for pos, _ in unit.items}
         if self.cap_bytes is None and self.device.type == "cuda":
@@ -294,10 +316,24 @@ class WorkerRuntime:
 
     def _report(self, pos, status, reason, message, output_path=None) -> None:
         now = time.perf_counter()
-        seconds, self._last_emit = now - self._last_emit, now
+        seconds, self._last_emit, self._beat_at = now - self._last_emit, now, now
         self.open_positions.discard(pos)
         self.scenes_done += 1
         self._emit(SceneResult(self.worker_id, pos, status, reason, message, output_path, seconds))
+
+    def _beat(self) -> None:
+        now = time.perf_counter()
+        if now - self._beat_at >= HEARTBEAT_S:
+            self._beat_at = now
+            self._emit(Alive(self.worker_id))
+
+    def error_retiring(self, exc: Exception) -> Retiring:
+        """The worker's last word when ``run_unit`` itself raised: a bug around the model, not a
+        scene's fault, so the scenes it did not report are charged a crash and run elsewhere.
+        Call it inside the ``except`` block (the message carries the traceback)."""
+        return Retiring(self.worker_id, "worker_error", self.scenes_done,
+                        tuple(sorted(self.open_positions)), None,
+                        _one_line(exc) + "\n" + traceback.format_exc())
 
     # -- after a unit ------------------------------------------------------------------------------
     def _release_and_measure(self) -> telemetry.MemorySnapshot:
@@ -400,10 +436,8 @@ def _serve(conn, runtime: WorkerRuntime) -> None:
             retiring = runtime.run_unit(msg, conn.send)
         except (EOFError, OSError):
             raise
-        except Exception as exc:  # a bug around the model, not a scene's fault
-            retiring = Retiring(runtime.worker_id, "worker_error", runtime.scenes_done,
-                                tuple(sorted(runtime.open_positions)), None,
-                                _one_line(exc) + "\n" + traceback.format_exc())
+        except Exception as exc:
+            retiring = runtime.error_retiring(exc)
         if retiring is not None:
             conn.send(retiring)
             return
