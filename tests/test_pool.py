@@ -343,6 +343,34 @@ def test_recycles_after_n_scenes_with_a_warm_standby(tmp_path):
     assert_workers_gone(rec.pids())
 
 
+def test_a_standby_that_fails_to_load_is_a_crash_not_the_end_of_the_run(tmp_path):
+    # The first worker loads, so the setup is sound; the second (a standby) raises while loading,
+    # as a CUDA context that does not fit beside the active batch would. That worker is replaced
+    # and every scene is still enhanced; only a failure before any worker loaded stops the run.
+    from whisperjav_enhance.events import WorkerCrashed
+
+    tasks = make_tasks(tmp_path, [("s0", 0.1), ("s1", 0.1), ("s2", 0.1), ("s3", 0.1)])
+    rec = Recorder()
+    spec = faulty_spec(fail_second_load=str(tmp_path / "loads"), **SMALL_WINDOWS)
+    report = run_pool(tasks, units_of([[0], [1], [2], [3]]), [spec],
+                      PoolPolicy(max_scenes_per_worker=2, **SAFE), on_event=rec)
+    for task, outcome in zip(tasks, report.outcomes):
+        assert_enhanced_equal_input(task, outcome)
+    crashes = rec.of(WorkerCrashed)
+    assert len(crashes) == 1 and "failed to load: RuntimeError" in crashes[0].description
+    assert report.worker_crashes == 1 and report.workers_started >= 3
+    assert_one_terminal_event_each(tasks, rec)
+    assert_workers_gone(rec.pids())
+
+
+def test_a_load_failure_before_any_worker_loaded_stops_the_run(tmp_path):
+    (tmp_path / "loads").write_text("1")   # the first load of this run is "the second": it fails
+    tasks = make_tasks(tmp_path, [("s0", 0.1)])
+    spec = faulty_spec(fail_second_load=str(tmp_path / "loads"), **SMALL_WINDOWS)
+    with pytest.raises(BackendUnavailable, match="RuntimeError: CUDA out of memory"):
+        run_pool(tasks, units_of([[0]]), [spec], PoolPolicy(**SAFE))
+
+
 @pytest.mark.timeout(240)
 def test_drift_recycling_from_injected_allocator_telemetry(tmp_path):
     # The test backend reports reserved - allocated growing by 60 MiB per forward; one forward per

@@ -461,3 +461,23 @@ def test_missing_weights_on_the_worker_stop_the_run_with_weights_error(ray_clust
     assert "raised in the worker process" in str(info.value.__cause__)
     assert [e.reason for e in rec.of(WorkerRetired)] == ["load_failed"]
     assert not rec.of(SceneFinished) and not (tmp_path / "out").exists()
+
+
+def test_a_later_actor_that_fails_to_load_is_a_crash_not_the_end_of_the_run(ray_cluster, tmp_path):
+    # Actor 1 loads, so the setup is sound; actor 2 raises while loading. It is replaced, and every
+    # scene is still enhanced (the local pool's rule, tested there too).
+    from whisperjav_enhance.events import WorkerCrashed
+
+    tasks = make_tasks(tmp_path, [("s0", 0.05), ("s1", 0.08), ("s2", 0.1), ("s3", 0.06)])
+    spec = faulty_spec(fail_second_load=str(tmp_path / "loads"), **SMALL_WINDOWS)
+    rec = Recorder()
+    report = _run_ray(tasks, units_of([[0], [1], [2], [3]]), [spec],
+                      PoolPolicy(max_scenes_per_worker=2, **SAFE), on_event=rec, address=ray_cluster)
+    _assert_disconnected()
+    for task, outcome in zip(tasks, report.outcomes):
+        assert_enhanced_equal_input(task, outcome)
+    crashes = rec.of(WorkerCrashed)
+    assert len(crashes) == 1 and "failed to load: RuntimeError" in crashes[0].description
+    assert report.worker_crashes == 1 and report.workers_started == 3
+    assert_one_terminal_event_each(tasks, rec)
+    assert_workers_gone(rec.pids())

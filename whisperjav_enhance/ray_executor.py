@@ -467,7 +467,8 @@ class RayRunner:
 
     # -- what actors say ----------------------------------------------------------------------------
     def _on_loaded(self, a: _Actor) -> None:
-        from .pool.supervisor import RemoteTraceback, load_error
+        from .pool.supervisor import (RemoteTraceback, load_error, load_failure_description,
+                                      load_failure_is_fatal)
 
         try:
             loaded = self.ray.get(a.ready_ref)
@@ -480,8 +481,12 @@ class RayRunner:
             return
         msg = loaded.message
         if isinstance(msg, LoadFailed):
-            self.ledger.emit(WorkerRetired(a.id, "load_failed", 0))
-            raise load_error(msg, a.lane.spec) from RemoteTraceback(msg.traceback_text)
+            if load_failure_is_fatal(msg, self.sched):
+                self.ledger.emit(WorkerRetired(a.id, "load_failed", 0))
+                raise load_error(msg, a.lane.spec) from RemoteTraceback(msg.traceback_text)
+            a.kill_reason = load_failure_description(msg)
+            self._on_death(a, None)
+            return
         a.ready, a.pid = True, msg.pid
         a.local = loaded.node_id == self.driver_node
         a.label = f"cuda:{loaded.gpu_ids[0]}" if a.lane.use_gpu and loaded.gpu_ids else "cpu"

@@ -23,6 +23,9 @@ Windows are matched to scenes exactly: the worker calls the optional backend hoo
 its first samples (a fingerprint of every offset of every marked scene).
 
 ``exit_on_load=True`` makes every worker die while loading (for the runaway-start guard).
+``fail_second_load=PATH`` makes exactly the second worker to load raise a RuntimeError, as a
+standby's CUDA context that does not fit beside the active worker's batch would (PATH is a small
+counter file shared by the workers).
 ``fake_drift_mib_per_forward`` makes the allocator telemetry report (through
 ``pool.telemetry.set_stats_source``) a reserved - allocated gap that grows by that much with every
 forward, like a leak, so drift recycling runs through the real decision path on a CPU.
@@ -73,12 +76,14 @@ class FaultyBackend(PassthroughBackend):
 
     def __init__(self, weights: WeightsInfo | None = None, sample_rate: int | None = None,
                  window_seconds: float = 0.1, overlap_seconds: float = 0.025,
-                 fake_drift_mib_per_forward: float = 0.0, exit_on_load: bool = False):
+                 fake_drift_mib_per_forward: float = 0.0, exit_on_load: bool = False,
+                 fail_second_load: str | None = None):
         super().__init__(weights or WeightsInfo(None, "none", False, "identity with injected faults"),
                          sample_rate=sample_rate, window_seconds=window_seconds,
                          overlap_seconds=overlap_seconds)
         self.fake_drift_mib_per_forward = float(fake_drift_mib_per_forward)
         self.exit_on_load = bool(exit_on_load)
+        self.fail_second_load = fail_second_load
         self.forwards = 0
         self._fingerprints: dict[bytes, tuple[str, str, bool]] = {}
         self._previous_source = None
@@ -94,6 +99,12 @@ class FaultyBackend(PassthroughBackend):
     def load(self, device) -> None:
         if self.exit_on_load:  # a worker that dies while starting (a broken runtime or driver)
             os._exit(LOAD_EXIT_CODE)
+        if self.fail_second_load:
+            counter = Path(self.fail_second_load)
+            loads = int(counter.read_text() or 0) + 1 if counter.exists() else 1
+            counter.write_text(str(loads))
+            if loads == 2:
+                raise RuntimeError("CUDA out of memory while creating the context (injected)")
         super().load(device)
         if self.fake_drift_mib_per_forward:
             from .pool import telemetry

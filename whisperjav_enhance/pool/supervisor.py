@@ -91,6 +91,28 @@ class RemoteTraceback(Exception):
         return "\n\n" + self.text.rstrip() + "\n(raised in the worker process)"
 
 
+# Load failures that mean the setup is wrong, so every worker would fail the same way: they stop
+# the run with the same error class (CLI exit code 2). Others stop it only before any worker of
+# the run has loaded.
+SETUP_ERRORS = frozenset({"WeightsError", "BackendUnavailable", "DeviceError", "ConfigError",
+                          "ImportError", "ModuleNotFoundError"})
+
+
+def load_failure_is_fatal(msg: LoadFailed, sched) -> bool:
+    """Whether a worker's load failure ends the run, or is only that worker's crash.
+
+    Once a worker of this run has loaded, the setup is known to be sound, so a failure that is not
+    about the setup is one worker's bad luck: typically a standby's CUDA context that did not fit
+    beside the active worker's batch on a small card.
+    """
+    return msg.error_type in SETUP_ERRORS or sched.first_ready is None
+
+
+def load_failure_description(msg: LoadFailed) -> str:
+    lines = msg.message.strip().splitlines()
+    return f"failed to load: {msg.error_type}: {lines[0] if lines else ''}"
+
+
 class _LoadFailure(Exception):
     def __init__(self, msg: LoadFailed, spec: WorkerSpec):
         self.msg, self.spec = msg, spec
@@ -384,8 +406,11 @@ class Supervisor:
             self.sched.retiring(w, msg)
             self._leave(w, now)
         elif isinstance(msg, LoadFailed):
-            self.ledger.emit(WorkerRetired(w.id, "load_failed", 0))
-            raise _LoadFailure(msg, w.lane.spec)
+            if load_failure_is_fatal(msg, self.sched):
+                self.ledger.emit(WorkerRetired(w.id, "load_failed", 0))
+                raise _LoadFailure(msg, w.lane.spec)
+            w.kill_reason = load_failure_description(msg)  # its exit is then handled as a crash
+            w.process.kill()
         else:
             self.ledger.emit(Log(f"worker {w.id} sent an unknown message {type(msg).__name__}",
                                  "warning"))
@@ -552,4 +577,5 @@ def _sleep(seconds: float) -> list:
 
 
 __all__ = ["run_pool", "Supervisor", "RemoteTraceback", "describe_exit", "hung_message",
+           "load_failure_is_fatal", "load_failure_description",
            "load_error"]
