@@ -88,7 +88,8 @@ def test_strategy_registry():
     names = [s.name for s in bench.STRATEGIES]
     assert names == ["upstream-clearvoice", "inprocess-scene", "inprocess-scene-emptycache",
                      "inprocess-expandable", "reload-every-n", "subprocess-per-scene",
-                     "pool-recycle-n", "pool-recycle-drift", "pool-batched", "pool-batched-standby"]
+                     "pool-recycle-n", "pool-recycle-drift", "pool-batched", "pool-batched-standby",
+                     "pool-batched-standby-n"]
     assert {s.name for s in bench.STRATEGIES if s.requires_cuda} == CUDA_ONLY
     assert all(s.description for s in bench.STRATEGIES)
     with pytest.raises(EnhanceError, match="unknown strategy"):
@@ -250,6 +251,9 @@ def test_bench_tiny_cpu_end_to_end(tmp_path):
     # (the pool may start one more worker as the last one retires, so allow one extra)
     assert math.ceil(n / 3) <= by_name["pool-recycle-n"]["workers_started"] <= math.ceil(n / 3) + 1
     assert by_name["pool-recycle-drift"]["workers_started"] == 1
+    standby_n = by_name["pool-batched-standby-n"]
+    assert standby_n["recycles"].get("max_scenes", 0) >= math.ceil(n / 3) - 1
+    assert standby_n["workers_started"] >= math.ceil(n / 3) and standby_n["worker_crashes"] == 0
     assert by_name["reload-every-n"]["recycles"] == {"reload": math.ceil(n / 3) - 1}
     assert doc["meta"]["environment"]["cpu_count"] == os.cpu_count()
     assert doc["meta"]["weights"]["origin"] == "none"

@@ -111,6 +111,11 @@ STRATEGIES: tuple[Strategy, ...] = (
              requires_cuda=False, kind="pool",
              params={"batched": True, "max_scenes": "default", "drift": True, "standby": True,
                      "shipped_default": True}),
+    Strategy("pool-batched-standby-n",
+             "pool + duration batching + warm standby, worker recycled every N scenes: what a "
+             "recycle costs when a standby hides the start (issue 3's measurement)",
+             requires_cuda=False, kind="pool",
+             params={"batched": True, "max_scenes": "n", "drift": True, "standby": True}),
 )
 STRATEGY_NAMES = tuple(s.name for s in STRATEGIES)
 
@@ -276,7 +281,9 @@ def _pool_setup(ctx: BenchContext, s: Strategy):
 
     p = s.params
     if p["batched"]:
-        units = pack_units(ctx.durations, ctx.batch_seconds)
+        # As the pipeline does: a unit never holds more scenes than a worker may do.
+        cap = ctx.scenes_per_recycle if p["max_scenes"] == "n" else None
+        units = pack_units(ctx.durations, ctx.batch_seconds, max_scenes=cap)
     else:
         units = pack_units(ctx.durations, PER_SCENE_BATCH_SECONDS, max_scenes=1)
     if p.get("shipped_default"):
@@ -345,7 +352,8 @@ def _run_pool_strategy(ctx: BenchContext, s: Strategy, out_dir: Path) -> Strateg
         ctx.weights_dict, len(tasks), ok, failed, reasons, audio_s, wall, _rate(audio_s, wall),
         peak_reserved_mib={w: v["peak_reserved_mib"] for w, v in by_worker.items()},
         peak_allocated_mib={w: v["peak_allocated_mib"] for w, v in by_worker.items()},
-        allocated_is_peak=all(hasattr(t, "peak_allocated_mib") for t in report.telemetry),
+        allocated_is_peak=all(getattr(t, "peak_allocated_mib", None) is not None
+                              for t in report.telemetry),
         peak_rss_mib={w: v["rss_mib"] for w, v in by_worker.items()},
         alloc_retries=sum(retries) if retries else None,
         oom_events=sum(v["oom_count"] or 0 for v in by_worker.values()),
