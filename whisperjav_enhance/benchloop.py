@@ -198,9 +198,9 @@ def _one_scene(process, rate: int, src: str, dst: str) -> dict:
     except SceneError as exc:
         return {"status": "failed", "reason": exc.reason, "message": str(exc)}
     except Exception as exc:  # a per-scene failure (e.g. CUDA OOM in upstream code) ends only it
-        from .engine import _is_oom
+        from .engine import is_out_of_memory
 
-        reason = "out_of_memory" if _is_oom(exc) else "error"
+        reason = "out_of_memory" if is_out_of_memory(exc) else "error"
         return {"status": "failed", "reason": reason, "message": f"{type(exc).__name__}: {exc}"[:300]}
 
 

@@ -65,7 +65,8 @@ class _Shrunk:
     streak: int = 0   # successful forwards at ``cap`` so far
 
 
-def _is_oom(exc: BaseException) -> bool:
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a device (or host allocator) out-of-memory error from torch."""
     import torch
 
     if isinstance(exc, torch.cuda.OutOfMemoryError):
@@ -85,19 +86,21 @@ class Engine:
     """Enhances lists of scenes with one loaded backend.
 
     ``budget_bytes`` bounds what one forward may need above the weights (from the backend's
-    memory model); None means no budget (CPU, or the caller trusts ``max_batch``).
+    memory model); None means no budget (CPU, or the caller trusts ``max_batch``). ``plan``
+    replaces the window plan made from the backend's window and overlap (benchmarks use one
+    window longer than any scene to measure whole-scene forwards).
     """
 
     def __init__(self, backend: Backend, budget_bytes: int | None = None,
-                 max_batch: int | None = None):
+                 max_batch: int | None = None, plan: WindowPlan | None = None):
         self.backend = backend
         self.budget_bytes = budget_bytes
         self.max_batch = max_batch
         self.stats = EngineStats()
         self._shrunk: dict[int, _Shrunk] = {}  # padded length -> limit after an OOM there
         if backend.windowed:
-            self.plan = WindowPlan.from_seconds(backend.sample_rate, backend.window_seconds,
-                                                backend.overlap_seconds)
+            self.plan = plan or WindowPlan.from_seconds(backend.sample_rate, backend.window_seconds,
+                                                        backend.overlap_seconds)
 
     # -- batch sizing --------------------------------------------------------------------------
     def _on_cuda(self) -> bool:
@@ -171,7 +174,7 @@ class Engine:
             with torch.inference_mode():
                 y = self._forward(batch, audios)
         except Exception as exc:
-            if not _is_oom(exc):
+            if not is_out_of_memory(exc):
                 raise
             error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         else:
