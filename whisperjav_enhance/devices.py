@@ -68,3 +68,22 @@ def resolve_devices(spec: str) -> list[DeviceSlot]:
 def default_cpu_workers() -> int:
     """Workers for CPU-native backends: one per two cores (each uses two threads), at least 1."""
     return max(1, (os.cpu_count() or 1) // 2)
+
+
+GIB = 1024 ** 3
+
+
+def apply_memory_cap(device, budget_gb: float | None) -> int | None:
+    """Cap this process's CUDA caching allocator on ``device`` at ``budget_gb`` GiB (an honest
+    stand-in for a smaller card: the allocator may reserve no more); returns the cap in bytes, or
+    None off CUDA or without a budget. Call it in the process that will use the device (a worker),
+    never in a parent that must stay free of CUDA."""
+    if budget_gb is None or not str(getattr(device, "type", device)).startswith("cuda"):
+        return None
+    import torch
+
+    total = int(torch.cuda.get_device_properties(device).total_memory)
+    cap = int(min(budget_gb * GIB, total))
+    # There is no set_per_process_memory_limit: the cap is a fraction of the device's memory.
+    torch.cuda.set_per_process_memory_fraction(cap / total, device)
+    return cap

@@ -80,6 +80,8 @@ class RunSummary:
     startup_seconds: tuple[float, ...] = ()  # per started worker: spawn to model loaded
     batch_sizes: dict = field(default_factory=dict)  # padded window samples -> batch size used
     interrupted: bool = False        # True in the summary written when Ctrl-C/SIGTERM stopped it
+    startup_wait_seconds: float = 0.0  # worker-slot seconds with work queued and no worker ready
+    first_ready_seconds: float = 0.0   # executor start -> first worker ready (the unavoidable wait)
 
     def _count(self, status: str) -> int:
         return sum(1 for s in self.scenes if s.status == status)
@@ -140,6 +142,8 @@ class RunSummary:
             "peak_vram_mib": self.peak_vram_mib,
             "startup_seconds": [round(s, 3) for s in self.startup_seconds],
             "batch_sizes": {str(k): v for k, v in dict(self.batch_sizes).items()},
+            "startup_wait_seconds": round(self.startup_wait_seconds, 3),
+            "first_ready_seconds": round(self.first_ready_seconds, 3),
         }
 
 
@@ -447,7 +451,9 @@ class _Run:
             peak_vram_mib=report.peak_vram_mib if report else None,
             startup_seconds=tuple(report.startup_seconds) if report else (),
             batch_sizes=dict(report.batch_sizes) if report else {},
-            interrupted=interrupted)
+            interrupted=interrupted,
+            startup_wait_seconds=report.startup_wait_seconds if report else 0.0,
+            first_ready_seconds=report.first_ready_seconds if report else 0.0)
 
     def _write_summary(self, summary: RunSummary, summary_json) -> RunSummary:
         if summary_json is None:

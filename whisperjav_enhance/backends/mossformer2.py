@@ -60,7 +60,7 @@ ENV_VAR = "WHISPERJAV_ENHANCE_MOSSFORMER2_WEIGHTS"
 POINTER_FILE = "last_best_checkpoint"          # text file naming the checkpoint beside it
 CHECKPOINT_FILE = "last_best_checkpoint.pt"    # the checkpoint's name in the HF repo
 POINTER_MAX_BYTES = 1024                       # a pointer is one short line of text
-NETWORK_MODULE = "clearvoice.models.mossformer2_se.mossformer2_se_wrapper"
+NETWORK_SUBMODULE = "models.mossformer2_se.mossformer2_se_wrapper"
 
 SAMPLE_RATE_HZ = 48_000
 MAX_WAV_VALUE = 32768.0      # clearvoice scales float audio to 16-bit units before the fbank
@@ -91,20 +91,18 @@ HOW_TO_GET = (
 _network_cls = None
 
 
-def network_class():
-    """clearvoice's ``MossFormer2_SE_48K`` wrapper class, imported without clearvoice's
-    top-level ``__init__`` (which imports torchaudio, librosa and every other model).
+def import_clearvoice_submodule(name: str):
+    """Import ``clearvoice.<name>`` without running clearvoice's top-level ``__init__`` (which
+    imports torchaudio, librosa and every other model).
 
     A bare package module stands in for ``clearvoice`` while the subpackage is imported, and is
     taken out again afterwards, so a later real ``import clearvoice`` in the same process (the
-    subtitle pipeline uses it) still runs the real ``__init__``.
+    subtitle pipeline uses it) still runs the real ``__init__``. ImportError when clearvoice is
+    not installed or the submodule's own imports fail.
     """
-    global _network_cls
-    if _network_cls is not None:
-        return _network_cls
+    full = f"clearvoice.{name}"
     if "clearvoice" in sys.modules:
-        _network_cls = importlib.import_module(NETWORK_MODULE).MossFormer2_SE_48K
-        return _network_cls
+        return importlib.import_module(full)
     spec = importlib.util.find_spec("clearvoice")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("clearvoice is not installed (pip install --no-deps clearvoice)")
@@ -113,10 +111,17 @@ def network_class():
     bare.__file__ = spec.origin
     sys.modules["clearvoice"] = bare
     try:
-        _network_cls = importlib.import_module(NETWORK_MODULE).MossFormer2_SE_48K
+        return importlib.import_module(full)
     finally:
         if sys.modules.get("clearvoice") is bare:
             del sys.modules["clearvoice"]
+
+
+def network_class():
+    """clearvoice's ``MossFormer2_SE_48K`` wrapper class (see :func:`import_clearvoice_submodule`)."""
+    global _network_cls
+    if _network_cls is None:
+        _network_cls = import_clearvoice_submodule(NETWORK_SUBMODULE).MossFormer2_SE_48K
     return _network_cls
 
 

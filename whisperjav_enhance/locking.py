@@ -1,0 +1,135 @@
+"""Cross-process locks on files: who holds an OUT_DIR, who is downloading a model.
+
+The lock is the operating system's (``flock`` on POSIX, ``msvcrt.locking`` on Windows) on a small
+file that also names its holder (pid, host, purpose, start time), so a second process can say who
+is in the way. The OS drops the lock when its holder dies, however it dies, so a lock file left by
+a killed run is free: it is taken over without any guesswork about stale pids.
+
+    with hold(out_dir / ".whisperjav-enhance.lock", "enhance run"):   # LockBusy if held
+        ...
+    with hold(cache / "model.lock", "download", wait_s=600):          # waits for the holder
+        ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from .errors import EnhanceError
+
+# How often a waiting process tries the lock again.
+POLL_S = 0.2
+
+
+class LockBusy(EnhanceError):
+    """Another live process holds the lock; ``holder`` is what it wrote into the lock file."""
+
+    def __init__(self, path: Path, holder: dict, purpose: str):
+        self.path = Path(path)
+        self.holder = dict(holder)
+        who = describe_holder(holder)
+        super().__init__(f"{purpose}: {path} is held by {who}; wait for it to finish, or stop it")
+
+
+def describe_holder(holder: dict) -> str:
+    """One line for people: the holder's purpose, pid, host and start time."""
+    if not holder:
+        return "another process (it has not written its details yet)"
+    parts = [holder.get("purpose") or "another process"]
+    if holder.get("pid"):
+        parts.append(f"pid {holder['pid']}")
+    if holder.get("host"):
+        parts.append(f"on {holder['host']}")
+    if holder.get("started"):
+        parts.append(f"since {holder['started']}")
+    return ", ".join(str(p) for p in parts)
+
+
+def read_holder(path: Path) -> dict:
+    """What the lock file says about its holder ({} when unreadable or empty)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@contextmanager
+def hold(path: str | os.PathLike, purpose: str, wait_s: float = 0.0) -> Iterator[dict]:
+    """Hold the lock at ``path`` for the block; yields what was written as the holder.
+
+    ``wait_s`` 0 raises :class:`LockBusy` at once when another process holds it; otherwise the
+    lock is tried every ``POLL_S`` until ``wait_s`` have passed. The file is left in place on
+    exit (removing it would race with a process that has just opened it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, 0o666)
+    try:
+        deadline = time.monotonic() + max(0.0, wait_s)
+        while not _try_lock(fd):
+            if time.monotonic() >= deadline:
+                raise LockBusy(path, read_holder(path), purpose)
+            time.sleep(POLL_S)
+        holder = {"purpose": purpose, "pid": os.getpid(), "host": socket.gethostname(),
+                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        _write_holder(fd, holder)
+        try:
+            yield holder
+        finally:
+            _write_holder(fd, {})
+            _unlock(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_holder(fd: int, holder: dict) -> None:
+    data = json.dumps(holder).encode("utf-8")
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.ftruncate(fd, 0)
+    os.write(fd, data)
+
+
+# -- the one per-platform part -------------------------------------------------------------------
+# Windows locks byte ranges, and a locked range cannot be read by others: the lock covers one byte
+# far past the holder's details (locking past the end of a file is allowed), so they stay readable.
+_WINDOWS_LOCK_OFFSET = 1 << 20
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        except OSError:
+            pass
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+__all__ = ["hold", "LockBusy", "read_holder", "describe_holder"]
