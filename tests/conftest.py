@@ -77,3 +77,7 @@ def no_leftover_children():
     for p in multiprocessing.active_children():
         p.join(0.1)
     assert not alive, f"test left child processes running: {alive}"
+
+
+# A real Ray cluster, started once per session for the tests that ask for it (tests/_ray_cluster.py).
+from _ray_cluster import ray_auth_env, ray_cluster  # noqa: E402,F401

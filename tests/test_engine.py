@@ -33,6 +33,7 @@ def test_overlap_add_of_passthrough_reproduces_input():
 
 class Scaler(PassthroughBackend):
     """Position-dependent backend: makes the weighting visible (output = input * (1 + t/T))."""
+    uses_torch = True  # torch tensors in, like the real network backends
 
     def enhance_windows(self, batch):
         ramp = torch.linspace(1.0, 2.0, batch.shape[1], device=batch.device)
@@ -62,6 +63,7 @@ def test_weight_window_is_positive_and_triangular():
 
 class OOMAbove(PassthroughBackend):
     """Raises the CUDA OOM error whenever a batch has more than ``limit`` windows."""
+    uses_torch = True  # torch tensors in, like the real network backends
 
     limit = 2
 
@@ -111,6 +113,7 @@ def test_engine_leaves_no_inference_mode_in_caller():
 
 class OOMSwitch(PassthroughBackend):
     """OOMs above ``limit`` windows; records every batch size it is handed."""
+    uses_torch = True  # torch tensors in, like the real network backends
 
     limit = 2
 

@@ -18,7 +18,7 @@ from whisperjav_enhance.backends import create_backend
 from whisperjav_enhance.backends.base import WeightsInfo
 from whisperjav_enhance.backends.mossformer2 import (
     CHECKPOINT_FILE, ENV_VAR, HF_REPO_ID, MAX_WAV_VALUE, MIN_FRAMES, POINTER_FILE,
-    MossFormer2Backend, masked_resynthesis, padded_length, stft_window, weight_candidates)
+    MossFormer2Backend, masked_resynthesis, stft_padded_length, stft_window, weight_candidates)
 from whisperjav_enhance.engine import Engine
 from whisperjav_enhance.errors import ConfigError, WeightsError
 
@@ -75,7 +75,7 @@ def test_network_import_leaves_clearvoice_and_torchaudio_alone(backend):
 
 # -- signal path ---------------------------------------------------------------------------
 def test_unit_mask_reconstructs_the_input():
-    x = torch.from_numpy(np.stack([speechlike(padded_length(9_000), s) for s in (1, 2)]))
+    x = torch.from_numpy(np.stack([speechlike(stft_padded_length(9_000), s) for s in (1, 2)]))
     frames = 1 + (x.shape[1] - 1920) // 384
     y = masked_resynthesis(x, torch.ones(2, frames, 961), stft_window())
     assert y.shape == x.shape
@@ -86,7 +86,7 @@ def test_unit_mask_reconstructs_the_input():
 
 @pytest.mark.parametrize("n", [1, 1_919, 1_920, 2_304, 2_305, 3_000])
 def test_padded_length_covers_every_sample_with_whole_frames(n):
-    p = padded_length(n)
+    p = stft_padded_length(n)
     assert p >= n and p >= 1920 + (MIN_FRAMES - 1) * 384 and (p - 1920) % 384 == 0
     assert p - n < 384 or n < 1920 + 384
 
@@ -135,8 +135,8 @@ def test_enhance_windows_returns_exactly_the_input_shape(backend):
 def test_zero_padding_looks_like_dithered_silence_to_the_network(backend):
     # clearvoice always dithers (amplitude 1.0), so that is what silence looks like to the
     # network; the zeros the engine pads short scenes with must not read as log(eps) = -15.9.
-    assert backend.fbank_opts.dither == 1.0 and backend.describe()["fbank_dither"] == 1.0
-    n = padded_length(12_000)
+    assert backend.dither == 1.0 and backend.describe()["fbank_dither"] == 1.0
+    n = stft_padded_length(12_000)
     speech_then_zeros = torch.zeros(2, n)
     speech_then_zeros[:, :4_800] = torch.from_numpy(speechlike(4_800, 3))
     feats = backend.features(speech_then_zeros)[..., :60]
@@ -268,7 +268,9 @@ def test_missing_weights_say_where_they_looked_and_how_to_get_them(clean_search)
     with pytest.raises(WeightsError) as info:
         MossFormer2Backend.resolve()
     msg = str(info.value)
-    assert "huggingface-cli download alibabasglab/MossFormer2_SE_48K" in msg
+    # A command that exists here (issue 15): hf/huggingface-cli, or the Python one-liner.
+    assert "download alibabasglab/MossFormer2_SE_48K" in msg or "snapshot_download" in msg
+    assert "models --download mossformer2" in msg
     assert ENV_VAR in msg
     assert str(clean_search / "hf") in msg
     assert str(Path.cwd() / "checkpoints" / "MossFormer2_SE_48K" / POINTER_FILE) in msg
@@ -353,10 +355,11 @@ def test_module_prefix_is_stripped_and_weights_really_load(network_shapes, tmp_p
 
 
 def test_not_a_checkpoint_dict_is_a_weights_error(tmp_path):
+    # The parent finds weights without torch; the worker's strict load refuses what is inside.
     path = tmp_path / "list.pt"
     torch.save([torch.zeros(3)], path)
     with pytest.raises(WeightsError, match="not a MossFormer2_SE_48K checkpoint"):
-        MossFormer2Backend.resolve(str(path))
+        MossFormer2Backend.resolve(str(path)).load("cpu")
 
 
 def test_pickled_objects_are_refused_with_a_clear_message(tmp_path):
@@ -365,7 +368,7 @@ def test_pickled_objects_are_refused_with_a_clear_message(tmp_path):
     path = tmp_path / "objects.pt"
     torch.save({"model": {"x": torch.zeros(1)}, "args": argparse.Namespace(lr=1e-3)}, path)
     with pytest.raises(WeightsError, match="objects besides tensors") as info:
-        MossFormer2Backend.resolve(str(path))
+        MossFormer2Backend.resolve(str(path)).load("cpu")
     assert str(path) in str(info.value)
 
 

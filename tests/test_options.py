@@ -65,8 +65,8 @@ def test_devices_cpu_and_errors(monkeypatch):
 
 
 def test_devices_cuda_mapping_through_visible_devices(monkeypatch):
-    import torch
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    from whisperjav_enhance import devices
+    monkeypatch.setattr(devices, "gpu_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     slots = resolve_devices("cuda:1")
     assert [(s.label, s.visible_devices, s.torch_device) for s in slots] == [("cuda:1", "5", "cuda:0")]
@@ -76,8 +76,25 @@ def test_devices_cuda_mapping_through_visible_devices(monkeypatch):
 
 
 def test_cuda_without_gpu_is_a_clear_error(monkeypatch):
-    import torch
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    from whisperjav_enhance import devices
+    monkeypatch.setattr(devices, "gpu_count", lambda: 0)
     with pytest.raises(DeviceError, match="no CUDA GPU"):
         resolve_devices("cuda")
     assert resolve_devices("auto")[0].label == "cpu"
+
+
+def test_gpus_are_counted_without_torch_in_this_process(monkeypatch):
+    """No driver: no GPU, decided without a child process; with the driver's word, torch is asked
+    in a child process (this process never imports it for device facts)."""
+    from whisperjav_enhance import devices
+
+    real_probe = devices._torch_gpu_count
+    monkeypatch.setattr(devices, "_gpu_counts", {})
+    monkeypatch.setattr(devices, "_driver_sees_gpus", lambda: False)
+    monkeypatch.setattr(devices, "_torch_gpu_count", lambda: pytest.fail("asked torch"))
+    assert devices.gpu_count() == 0
+    monkeypatch.setattr(devices, "_gpu_counts", {})
+    monkeypatch.setattr(devices, "_driver_sees_gpus", lambda: True)
+    monkeypatch.setattr(devices, "_torch_gpu_count", real_probe)
+    monkeypatch.setattr(devices, "_TORCH_PROBE", "print(3)")  # the child's answer, without a GPU
+    assert devices.gpu_count() == 3

@@ -12,8 +12,8 @@ from conftest import write_tone
 from whisperjav_enhance.config import EnhanceOptions
 from whisperjav_enhance.errors import ConfigError, OutputError
 from whisperjav_enhance.manifest import Manifest, read_manifest, write_json_atomic
-from whisperjav_enhance.pipeline import check_disk_space, check_output_writable, output_is_complete
-from whisperjav_enhance.pool.cleanup import remove_partials
+from whisperjav_enhance.atomic import remove_partials
+from whisperjav_enhance.preflight import check_disk_space, check_output_writable, output_is_complete
 from whisperjav_enhance.scenes import (discover_scenes, natural_key, output_path_for,
                                        scenes_from_pairs)
 

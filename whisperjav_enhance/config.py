@@ -4,11 +4,29 @@ field. The CLI builds these from its arguments; pipelines build them directly.""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 from . import audio as _audio
 from .audio import CLIP_POLICIES, SUBTYPES
+from .backends.base import check_windowing
 from .errors import ConfigError
+
+
+def _merged_settings(options, **aliases) -> dict:
+    """``options`` as a plain dict with the older spellings folded in; the same setting given
+    twice with different values is a ConfigError."""
+    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+        raise ConfigError(f"backend_options must map option names to values, not {options!r}")
+    merged = dict(options)
+    for key, value in aliases.items():
+        if value is None:
+            continue
+        if key in merged and merged[key] != value and str(merged[key]) != str(value):
+            raise ConfigError(f"{key} is given twice ({value!r} and backend option "
+                              f"{key}={merged[key]!r}); give it once")
+        merged[key] = value
+    return merged
 
 
 def _positive(name: str, value, allow_none: bool = False, integer: bool = False):
@@ -34,22 +52,31 @@ class EnhanceOptions:
     clip: str = "clip"                    # how samples past full scale are handled (audio.CLIP_POLICIES)
     overwrite: bool = False               # redo scenes whose output exists (default: skip = resume)
     batch_seconds: float = 120.0          # audio seconds packed into one work unit
-    window_seconds: float | None = None   # override the backend's window length (s)
-    overlap_seconds: float | None = None  # override the backend's window overlap (s)
+    backend_options: Mapping = field(default_factory=dict)  # the backend's own settings
+                                          # (--backend-option KEY=VALUE; names, types and ranges:
+                                          # the backend's OPTIONS, listed by `models`); values may
+                                          # be text from a command line, parsed by the backend
+    window_seconds: float | None = None   # older spelling of backend_options["window_seconds"]
+    overlap_seconds: float | None = None  # older spelling of backend_options["overlap_seconds"]
     executor: str = "pool"                # "pool" (spawned workers), "inprocess" (no isolation), "ray"
     ray_address: str | None = None        # with executor="ray": join this cluster instead of a local one
     max_scene_seconds: float | None = None  # scenes longer than this (s) fail as too_long;
                                           # None = audio.MAX_DURATION_S (4 h), also the upper bound
+    download: bool = True                 # fetch missing MossFormer2/ZipEnhancer weights once into the
+                                          # hub cache before workers start (False: --no-download)
 
     def __post_init__(self):
+        object.__setattr__(self, "backend_options", _merged_settings(
+            self.backend_options, window_seconds=self.window_seconds,
+            overlap_seconds=self.overlap_seconds))
         _positive("output_sample_rate", self.output_sample_rate, allow_none=True, integer=True)
+        if self.output_sample_rate is not None:
+            _audio.check_output_sample_rate(self.output_sample_rate)
         _positive("batch_seconds", self.batch_seconds)
-        _positive("window_seconds", self.window_seconds, allow_none=True)
-        if self.overlap_seconds is not None and not (0 <= self.overlap_seconds):
-            raise ConfigError(f"overlap_seconds must be >= 0, not {self.overlap_seconds!r}")
-        if (self.window_seconds is not None and self.overlap_seconds is not None
-                and self.overlap_seconds >= self.window_seconds):
-            raise ConfigError("overlap_seconds must be shorter than window_seconds")
+        if self.window_seconds is not None or self.overlap_seconds is not None:
+            # Each alone is checked against the backend's other half when the backend is built.
+            check_windowing("options", 1e9 if self.window_seconds is None else self.window_seconds,
+                            0.0 if self.overlap_seconds is None else self.overlap_seconds)
         if self.output_subtype not in SUBTYPES:
             raise ConfigError(f"output_subtype must be one of {', '.join(SUBTYPES)}")
         if self.clip not in CLIP_POLICIES:
@@ -64,14 +91,9 @@ class EnhanceOptions:
         if self.executor not in ("pool", "inprocess", "ray"):
             raise ConfigError(f"executor must be pool, inprocess or ray, not {self.executor!r}")
 
-    def backend_options(self) -> dict:
-        """Keyword options passed to the backend's constructor."""
-        opts = {}
-        if self.window_seconds is not None:
-            opts["window_seconds"] = float(self.window_seconds)
-        if self.overlap_seconds is not None:
-            opts["overlap_seconds"] = float(self.overlap_seconds)
-        return opts
+    def backend_settings(self) -> dict:
+        """Keyword options for the backend's resolve() (the older spellings folded in)."""
+        return dict(self.backend_options)
 
 
 @dataclass(frozen=True)

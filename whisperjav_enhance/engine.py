@@ -26,7 +26,7 @@ from .errors import SceneError
 from .planning import SceneWindow, WindowPlan, group_by_length, plan_windows
 
 # Upper bound on windows per forward when no budget limits it: past this, MossFormer2 on an H100
-# gains <5% (MEASUREMENTS.md) while latency per batch keeps growing.
+# gains <5% (docs/measurements.md) while latency per batch keeps growing.
 MAX_BATCH_WINDOWS = 64
 # On the CPU a bigger batch buys nothing (compute-bound from batch 1) and costs RAM.
 CPU_MAX_BATCH_WINDOWS = 4
@@ -131,7 +131,7 @@ class Engine:
         """
         if not self.backend.windowed:
             for i, a in enumerate(audios):
-                yield i, self._check_length(self.backend.enhance_scene(a), a)
+                yield i, self._check_length(self._whole_scene(i, a), a)
             return
         lengths = [int(a.shape[0]) for a in audios]
         windows = plan_windows(lengths, self.plan)
@@ -166,6 +166,8 @@ class Engine:
 
         Raises :class:`EngineOutOfMemory` when a single window does not fit.
         """
+        if not self.backend.uses_torch:  # numpy in, numpy out: no device, no OOM to halve
+            return self._forward_numpy(batch, audios)
         import torch
 
         try:
@@ -186,18 +188,31 @@ class Engine:
         self._shrink_after_oom(batch, error)
         return None
 
+    @staticmethod
+    def _batch_into(x: np.ndarray, batch: list[SceneWindow], audios) -> None:
+        """Copy the batch's windows into the rows of ``x`` (zeros past each window's length)."""
+        for row, w in enumerate(batch):
+            x[row, :w.length] = audios[w.scene][w.start:w.start + w.length]
+
+    def _forward_numpy(self, batch: list[SceneWindow], audios) -> np.ndarray:
+        x = np.zeros((len(batch), batch[0].padded), dtype=np.float32)
+        self._batch_into(x, batch, audios)
+        y = np.asarray(self.backend.enhance_windows(x), dtype=np.float32)
+        assert y.shape == x.shape, f"{self.backend.name} returned {y.shape} for {x.shape}"
+        self.stats.forwards += 1
+        self.stats.windows += len(batch)
+        return y
+
     def _forward(self, batch: list[SceneWindow], audios) -> np.ndarray:
         import torch
 
         # Staged in page-locked memory on CUDA: the copy then runs asynchronously while the CPU
-        # launches the network's kernels (a forward is launch-bound, MEASUREMENTS.md), and at
+        # launches the network's kernels (a forward is launch-bound, docs/measurements.md), and at
         # full PCIe speed. From pageable memory ``non_blocking`` would silently block.
         # PyTorch's caching host allocator reuses the pinned blocks across batches.
         host = torch.zeros((len(batch), batch[0].padded), dtype=torch.float32,
                            pin_memory=self._on_cuda())
-        x = host.numpy()
-        for row, w in enumerate(batch):
-            x[row, :w.length] = audios[w.scene][w.start:w.start + w.length]
+        self._batch_into(host.numpy(), batch, audios)
         xt = host.to(self.backend.device, non_blocking=True)
         yt = self.backend.enhance_windows(xt)
         if tuple(yt.shape) != tuple(xt.shape):
@@ -233,6 +248,19 @@ class Engine:
         needed = REGROW_AFTER_FORWARDS if previous is None else 2 * previous.needed
         self._shrunk[padded] = _Shrunk(cap=len(batch) // 2, needed=needed)
         self.stats.batch_by_length[padded] = len(batch) // 2
+
+    def _whole_scene(self, i: int, audio: np.ndarray) -> np.ndarray:
+        """A whole-scene backend's output; running out of memory on it is the scene's
+        EngineOutOfMemory (nothing smaller to try here: a fresh worker may have the room)."""
+        try:
+            return self.backend.enhance_scene(audio)
+        except Exception as exc:
+            if not (self.backend.uses_torch and is_out_of_memory(exc)):
+                raise
+            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self.stats.oom_events += 1
+        raise EngineOutOfMemory([i], f"the whole scene does not fit in memory ({error}); free the "
+                                "GPU of other work or use a larger --vram-budget-gb")
 
     @staticmethod
     def _check_length(y: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .records import SceneResult
+
 
 @dataclass(frozen=True)
 class RunStarted:
@@ -18,14 +20,19 @@ class RunStarted:
 
 @dataclass(frozen=True)
 class SceneFinished:
-    index: int               # position of the scene in the run's (naturally sorted) list
-    input_path: str
-    output_path: str | None  # None when the scene failed
-    status: str              # "enhanced", "skipped" or "failed"
-    reason: str | None       # short code when failed (errors.SceneError.reason)
-    message: str | None      # one line for people when failed
-    duration_s: float        # audio seconds of the scene (0 when it could not be probed)
-    worker: int | None       # id of the worker that produced it
+    """A scene reached its terminal state (announced once per scene)."""
+
+    scene: SceneResult       # the scene's one record (records.SceneResult)
+
+    # The record's fields, read through the event (renderers and callbacks use these).
+    index = property(lambda self: self.scene.index)
+    input_path = property(lambda self: self.scene.input_path)
+    output_path = property(lambda self: self.scene.output_path)
+    status = property(lambda self: self.scene.status)
+    reason = property(lambda self: self.scene.reason)
+    message = property(lambda self: self.scene.message)
+    duration_s = property(lambda self: self.scene.duration_s)
+    worker = property(lambda self: self.scene.worker)
 
 
 @dataclass(frozen=True)
@@ -39,8 +46,7 @@ class WorkerStarted:
 @dataclass(frozen=True)
 class WorkerRetired:
     worker: int
-    reason: str              # "max_scenes", "drift", "inactive_split", "alloc_retries", "oom",
-                             # "cuda_error", "worker_error", "shutdown", "load_failed"
+    reason: str              # status.Retirement
     scenes_done: int
 
 
@@ -69,4 +75,31 @@ class Telemetry:
 @dataclass(frozen=True)
 class Log:
     message: str
-    level: str = "info"      # "info" or "warning"
+    level: str = "info"      # "info" or "warning" (diagnostics go to the logging module)
+
+
+# -- weights downloads (whisperjav_enhance.hub): before any worker starts ---------------------------
+@dataclass(frozen=True)
+class DownloadStarted:
+    backend: str             # canonical backend whose weights are fetched
+    hub: str                 # "huggingface" or "modelscope"
+    repo_id: str             # repository on that hub
+    files: tuple[str, ...]   # files fetched, in order (names in the repository)
+    destination: str         # the hub cache folder they go into
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    backend: str             # canonical backend whose weights are fetched
+    filename: str            # file being received (name in the repository)
+    bytes_done: int          # bytes of this file on disk so far (a resumed part included)
+    bytes_total: int | None  # the file's size; None when the server did not say
+
+
+@dataclass(frozen=True)
+class DownloadFinished:
+    backend: str             # canonical backend whose weights were fetched
+    ok: bool                 # True: fetched, and the backend's strict load accepted them
+    path: str | None         # folder the weights are in now; None when not ok
+    seconds: float           # wall time from DownloadStarted, verification included
+    message: str = ""        # why it failed, one line; empty when ok

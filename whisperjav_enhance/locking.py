@@ -90,6 +90,22 @@ def hold(path: str | os.PathLike, purpose: str, wait_s: float = 0.0) -> Iterator
         os.close(fd)
 
 
+def live_holder(path: str | os.PathLike) -> dict | None:
+    """Who holds the lock at ``path`` now (what it wrote), or None when nobody does; creates and
+    writes nothing (a dry run asks this)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return None  # no lock file (or not one we could lock): no live holder
+    try:
+        if _try_lock(fd):
+            _unlock(fd)
+            return None
+        return read_holder(Path(path))
+    finally:
+        os.close(fd)
+
+
 def _write_holder(fd: int, holder: dict) -> None:
     data = json.dumps(holder).encode("utf-8")
     os.lseek(fd, 0, os.SEEK_SET)
@@ -132,4 +148,4 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-__all__ = ["hold", "LockBusy", "read_holder", "describe_holder"]
+__all__ = ["hold", "live_holder", "LockBusy", "read_holder", "describe_holder"]

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .atomic import is_partial_file
 from .errors import ConfigError
 
 # Suffixes a folder search picks up (compared case-insensitively). A file named explicitly is
@@ -81,19 +80,29 @@ def output_path_for(relative: str | os.PathLike, out_dir: Path) -> Path:
 
 
 def _walk_folder(folder: Path, skip_under: Path | None) -> list[Path]:
+    """Scene files below ``folder``: regular files (or links to them) with a scene suffix, not
+    hidden, outside ``skip_under``; pipes, devices and sockets are never taken (reading one would
+    block or never end), and linked folders are not entered."""
     found = []
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        root_path = Path(root)
-        if skip_under is not None and _is_within(root_path.resolve(), skip_under):
-            dirs[:] = []  # never take a run's own outputs as its inputs
-            continue
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            p = root_path / name
-            if name.startswith(".") or is_partial_file(p):
-                continue  # hidden files, macOS "._x.wav" forks, our own temporary files
-            if p.suffix.lower() in SCENE_SUFFIXES:
-                found.append(p)
+    pending = [folder]
+    while pending:
+        here = pending.pop()
+        if skip_under is not None and _is_within(here.resolve(), skip_under):
+            continue  # never take a run's own outputs as its inputs
+        try:
+            entries = list(os.scandir(here))
+        except OSError:
+            continue  # an unreadable sub-folder holds nothing we could read either
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # hidden files and folders, macOS "._x.wav" forks, our temporary files
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                elif entry.is_file() and Path(entry.name).suffix.lower() in SCENE_SUFFIXES:
+                    found.append(Path(entry.path))
+            except OSError:
+                continue
     return found
 
 
@@ -101,9 +110,13 @@ def discover_scenes(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
                     out_dir: str | os.PathLike) -> list[Scene]:
     """Every scene named by ``inputs`` (files and folders), naturally sorted, with output paths.
 
-    Errors (ConfigError, exit code 2): an input that does not exist, no scene found at all, two
-    inputs that would be written to one output, an output that would overwrite an input.
-    The same file reached twice (a folder and a file inside it) is taken once, first mapping wins.
+    Errors (ConfigError, exit code 2): an input that does not exist at all, a folder without any
+    scene, no scene found at all, two inputs that would be written to one output, an output that
+    would overwrite an input. Something named explicitly that exists but is not a regular file (a
+    pipe, a device, a dangling link, a folder named like a scene file with no scene in it) is a
+    scene of its own that fails alone when probed (``not_a_file``, ``missing``): nothing here
+    opens it. The same file reached twice (a folder and a file inside it) is taken once, first
+    mapping wins.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -111,18 +124,20 @@ def discover_scenes(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
     pairs: list[tuple[Path, str]] = []   # (input file, path relative to OUT_DIR)
     for raw in inputs:
         item = Path(os.path.abspath(Path(raw).expanduser()))
+        if not os.path.lexists(item):
+            raise ConfigError(f"input {raw} does not exist")
         if item.is_dir():
             # OUT_DIR inside an input folder: its files are this run's outputs, not scenes.
             nested = out_root.resolve()
             skip = nested if _is_within(nested, item.resolve()) and nested != item.resolve() else None
             files = _walk_folder(item, skip)
-            if not files:
+            if files:
+                pairs.extend((f, f.relative_to(item).as_posix()) for f in files)
+                continue
+            if item.suffix.lower() not in SCENE_SUFFIXES:
                 raise ConfigError(f"no .wav or .flac files found in {item}")
-            pairs.extend((f, f.relative_to(item).as_posix()) for f in files)
-        elif item.is_file():
-            pairs.append((item, item.name))
-        else:
-            raise ConfigError(f"input {raw} does not exist")
+        # A file, or something named like one that is not (probing says what, without opening).
+        pairs.append((item, item.name))
     if not pairs:
         raise ConfigError("no input scenes given")
     return _assign(pairs, out_root)

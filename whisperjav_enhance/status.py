@@ -61,7 +61,7 @@ REASON_MEANINGS = {
     Reason.BAD_CHANNELS: "channel count outside 1-64",
     Reason.OUT_OF_MEMORY: "one window does not fit in device memory, even alone in a fresh worker",
     Reason.NON_FINITE_OUTPUT: "the model produced NaN or infinite samples",
-    Reason.BACKEND_ERROR: "the model raised an error on this scene",
+    Reason.BACKEND_ERROR: "the model raised an error on this scene, or said it could not clean it",
     Reason.WORKER_CRASH: "the run gave up on the scene after its workers kept crashing",
     Reason.QUARANTINED: "the scene was in flight at repeated worker crashes, the last alone",
     Reason.WRITE_FAILED: "the output could not be written",

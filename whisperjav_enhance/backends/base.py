@@ -38,12 +38,17 @@ class WeightsInfo:
                 "random_test_weights": self.random_test_weights, "description": self.description}
 
 
+class OptionText(str):
+    """A setting's value as typed on a command line (``--backend-option KEY=VALUE``): parsed to
+    the option's type by the backend. Plain values from Python are checked as they are."""
+
+
 @dataclass(frozen=True)
 class BackendOption:
     """One setting a backend declares (``--backend-option KEY=VALUE``, ``models`` lists them)."""
 
     key: str                        # the name on the command line and in resolve(**options)
-    type: type                      # float, int or bool
+    type: type                      # float, int, bool or str
     default: object                 # value when not given (None: the backend decides)
     help: str                       # one line for people
     minimum: float | None = None    # inclusive bounds for numbers (None: unbounded)
@@ -51,13 +56,15 @@ class BackendOption:
     changes_audio: bool = True      # part of the resume fingerprint (a change redoes outputs)
 
     def __post_init__(self):
-        if self.type not in (float, int, bool):
-            raise TypeError(f"option {self.key}: type must be float, int or bool")
+        if self.type not in (float, int, bool, str):
+            raise TypeError(f"option {self.key}: type must be float, int, bool or str")
 
     def parse(self, owner: str, text: str):
         """The value of ``text`` for this option; a ConfigError naming the valid range if not."""
         try:
-            if self.type is bool:
+            if self.type is str:
+                value = text
+            elif self.type is bool:
                 low = text.strip().lower()
                 if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
                     raise ValueError(text)
@@ -70,6 +77,10 @@ class BackendOption:
 
     def check(self, owner: str, value):
         """``value`` if it is valid for this option, else a ConfigError naming the range."""
+        if self.type is str:
+            if not isinstance(value, str):
+                raise ConfigError(f"{owner}: {self.key} must be text, not {value!r}")
+            return value
         if self.type is bool:
             if not isinstance(value, bool):
                 raise ConfigError(f"{owner}: {self.key} must be true or false, not {value!r}")
@@ -85,6 +96,8 @@ class BackendOption:
         return self.type(value)
 
     def describe_type(self) -> str:
+        if self.type is str:
+            return "text"
         if self.type is bool:
             return "true or false"
         kind = "an integer" if self.type is int else "a number"
@@ -129,6 +142,9 @@ class Backend(abc.ABC):
                                         # cores between workers; 1 = single-threaded runtime, so
                                         # one worker per core
     OPTIONS: ClassVar[tuple["BackendOption", ...]] = ()  # its settings (--backend-option), in order
+    TYPICAL_SPEED: ClassVar[dict] = {}  # rough audio seconds per second of ONE worker, by device
+                                        # kind ("cpu", "cuda"), from docs/measurements.md: only
+                                        # for a dry run's estimate (none when unknown)
 
     def __init__(self, weights: WeightsInfo):
         self.weights = weights
@@ -141,6 +157,25 @@ class Backend(abc.ABC):
         """Find the weights (``weights_path``, else the backend's environment variable and
         caches) and return the backend unloaded; a miss is a WeightsError naming every place
         searched. ``options`` are the backend's settings; an unknown one is a ConfigError."""
+
+    @classmethod
+    def check_options(cls, options) -> dict:
+        """``options`` checked against :attr:`OPTIONS`, :class:`OptionText` (from a command line)
+        parsed to each option's type: a ConfigError naming the valid keys for an unknown one, the
+        range for a bad value."""
+        known = {o.key: o for o in cls.OPTIONS}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            takes = "; ".join(f"{o.key} ({o.describe_type()}, default {o.default})"
+                              for o in cls.OPTIONS) or "none"
+            raise ConfigError(f"{cls.name} has no option {', '.join(map(str, unknown))}; it takes: "
+                              f"{takes}")
+        out = {}
+        for key, value in options.items():
+            o = known[key]
+            out[key] = o.parse(cls.name, value) if isinstance(value, OptionText) \
+                else o.check(cls.name, value)
+        return out
 
     @classmethod
     def write_random_weights(cls, folder, seed: int = 0):

@@ -36,7 +36,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import BackendUnavailable, ConfigError, SceneError, WeightsError
-from .base import Backend, WeightsInfo
+from .base import Backend, BackendOption, WeightsInfo
 
 SAMPLE_RATE_HZ = 48_000
 FRAME_SAMPLES = 480            # 10 ms hop of DeepFilterNet3; df_get_frame_length must agree
@@ -294,6 +294,19 @@ class DeepFilterNetBackend(Backend):
     sample_rate: ClassVar[int] = SAMPLE_RATE_HZ
     windowed: ClassVar[bool] = False
     needs_cuda_for_speed: ClassVar[bool] = False
+    uses_torch: ClassVar[bool] = False            # libDF's own runtime: workers skip torch
+    cpu_threads_per_worker: ClassVar[int] = 1     # the runtime is single-threaded: one worker per core
+    TYPICAL_SPEED: ClassVar[dict] = {"cpu": 9.8}  # one core, 12 mixed scenes (measured here)
+    OPTIONS = (
+        BackendOption("atten_lim_db", float, DEFAULT_ATTEN_LIM_DB, "most noise attenuation (dB); "
+                      f">= {UNLIMITED_ATTEN_LIM_DB:g} no limit, < {BYPASS_ATTEN_LIM_DB:g} off "
+                      "(pass-through)", minimum=0.0),
+        BackendOption("post_filter_beta", float, DEFAULT_POST_FILTER_BETA, "post-filter strength "
+                      "(0 off; upstream suggests at most 0.05)", minimum=0.0,
+                      maximum=MAX_POST_FILTER_BETA),
+        BackendOption("prefetch_state", bool, PREFETCH_STATE, "build the next scene's runtime state "
+                      "on a helper thread (speed only)", changes_audio=False),
+    )
 
     def __init__(self, weights: WeightsInfo, options: DeepFilterNetOptions | None = None,
                  model_config: ModelConfig | None = None):
@@ -318,11 +331,7 @@ class DeepFilterNetBackend(Backend):
         if windowing:
             raise ConfigError(f"deepfilternet streams whole scenes; {', '.join(windowing)} do not "
                               "apply to it (leave --window-seconds/--overlap-seconds unset)")
-        unknown = sorted(set(options) - set(DeepFilterNetOptions.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"deepfilternet has no option {', '.join(unknown)}; it accepts "
-                              f"{', '.join(DeepFilterNetOptions.__dataclass_fields__)}")
-        opts = DeepFilterNetOptions(**options)
+        opts = DeepFilterNetOptions(**cls.check_options(options))
         pkg, assets = _runtime_assets()
         if weights_path:
             path = Path(weights_path).expanduser()
@@ -346,8 +355,6 @@ class DeepFilterNetBackend(Backend):
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self, device) -> None:
         """Load the runtime. Any device is accepted; the work always runs on the CPU."""
-        import torch
-
         self.close()
         self.requested_device = str(device) if device is not None else "cpu"
         _, assets = _runtime_assets()
@@ -365,7 +372,7 @@ class DeepFilterNetBackend(Backend):
                                f"needs {FRAME_SAMPLES}", (str(model),))
         self._states = states = _FreshStates(runtime, model_bytes, self.options, spare=state)
         self._finalizer = weakref.finalize(self, states.close)
-        self.device = torch.device("cpu")
+        self.device = "cpu"
 
     def close(self) -> None:
         """Free the spare state (waiting for one under construction)."""

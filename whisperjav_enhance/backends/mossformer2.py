@@ -1,5 +1,7 @@
 """MossFormer2_SE_48K backend: clearvoice's network, with everything around it in torch on the
 worker's device (features, STFT, mask, inverse STFT), and weights found and loaded strictly here.
+This module needs no torch (the parent finds weights with it); the torch half, loaded by the
+worker, is mossformer2_net.py.
 
 Per window (``[B, T]`` float audio at 48 kHz), the math of clearvoice's
 ``decode_one_audio_mossformer2_se_48k`` (utils/decode.py, utils/misc.py; hamming 1920/384,
@@ -44,19 +46,15 @@ import importlib
 import importlib.util
 import sys
 import types
-import zipfile
 from pathlib import Path
 
-import torch
-
 from .. import weights as weights_mod
-from ..errors import BackendUnavailable, ConfigError, WeightsError
-from .base import Backend, WeightsInfo
-from .kaldi_features import FbankOptions, KaldiFbank
+from ..errors import WeightsError
+from .base import Backend, BackendOption, WeightsInfo, check_windowing
 
 MODEL_NAME = "MossFormer2_SE_48K"
-HF_REPO_ID = "alibabasglab/MossFormer2_SE_48K"
-ENV_VAR = "WHISPERJAV_ENHANCE_MOSSFORMER2_WEIGHTS"
+HF_REPO_ID = weights_mod.MOSSFORMER2.repo_id   # where the weights come from (weights.SOURCES)
+ENV_VAR = weights_mod.MOSSFORMER2.env_var
 POINTER_FILE = "last_best_checkpoint"          # text file naming the checkpoint beside it
 CHECKPOINT_FILE = "last_best_checkpoint.pt"    # the checkpoint's name in the HF repo
 POINTER_MAX_BYTES = 1024                       # a pointer is one short line of text
@@ -74,7 +72,7 @@ DITHER = 1.0                 # fbank dither std, 16-bit steps (clearvoice's; see
 MIN_FRAMES = 2
 
 MiB = 1 << 20
-# Memory model from MEASUREMENTS.md (H100, inference mode, network only): peak above the weights
+# Memory model from docs/measurements.md (H100, inference mode, network only): peak above the weights
 # is ~7.4-7.6 MiB per second of audio in the batch for batches >= 64 s of audio, up to ~9 MiB/s
 # for small batches, plus ~40 MiB fixed. STFT/iSTFT and features run before or after the
 # network's activations exist and need less than that. Margin and workspace keep it an
@@ -83,13 +81,8 @@ VRAM_BYTES_PER_AUDIO_SECOND = int(7.6 * MiB)
 VRAM_MARGIN = 1.3
 VRAM_WORKSPACE_BYTES = 256 * MiB
 
-HOW_TO_GET = (
-    "Get them with `huggingface-cli download alibabasglab/MossFormer2_SE_48K` (the Hugging Face "
-    "cache is searched), or put `last_best_checkpoint` and `last_best_checkpoint.pt` from that "
-    f"repository in a folder and pass it with --weights or ${ENV_VAR}.")
-
-_network_cls = None
-
+# How to get the weights, naming commands that exist here (decided once, in weights.how_to_get).
+HOW_TO_GET = weights_mod.how_to_get("mossformer2")
 
 def import_clearvoice_submodule(name: str):
     """Import ``clearvoice.<name>`` without running clearvoice's top-level ``__init__`` (which
@@ -115,25 +108,6 @@ def import_clearvoice_submodule(name: str):
     finally:
         if sys.modules.get("clearvoice") is bare:
             del sys.modules["clearvoice"]
-
-
-def network_class():
-    """clearvoice's ``MossFormer2_SE_48K`` wrapper class (see :func:`import_clearvoice_submodule`)."""
-    global _network_cls
-    if _network_cls is None:
-        _network_cls = import_clearvoice_submodule(NETWORK_SUBMODULE).MossFormer2_SE_48K
-    return _network_cls
-
-
-def build_network() -> torch.nn.Module:
-    """The bare mask network (clearvoice's ``MossFormer2_SE_48K(args).model``; ``args`` unused)."""
-    try:
-        cls = network_class()
-    except ImportError as exc:
-        raise BackendUnavailable(
-            f"mossformer2 needs clearvoice's network code ({exc}); install it with "
-            "`pip install --no-deps clearvoice einops rotary-embedding-torch torchinfo`") from exc
-    return cls(None).model
 
 
 # -- finding the checkpoint ------------------------------------------------------------------
@@ -201,64 +175,8 @@ def weight_candidates() -> list[tuple[str, Path]]:
     return out
 
 
-# -- reading the checkpoint ------------------------------------------------------------------
-def read_checkpoint(path: Path, mmap: bool = False) -> dict:
-    """``torch.load`` with ``weights_only=True``; anything unreadable is a WeightsError.
-
-    ``mmap`` maps tensors instead of reading them (zip-format files only), for a cheap look at
-    the top-level keys in the parent process.
-    """
-    use_mmap = mmap and zipfile.is_zipfile(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
-    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        if "weights only load failed" in str(exc).lower():
-            raise WeightsError(f"{path} holds Python objects besides tensors, which are not "
-                               f"loaded (torch.load weights_only=True); re-save it as "
-                               f"{{'model': state_dict}}. {HOW_TO_GET}", (str(path),)) from exc
-        raise WeightsError(f"cannot read the {MODEL_NAME} checkpoint {path}: it is truncated, "
-                           f"corrupt or not a torch checkpoint ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}). "
-                           f"{HOW_TO_GET}", (str(path),)) from exc
-    if not isinstance(ckpt, dict):
-        raise WeightsError(f"{path} holds a {type(ckpt).__name__}, not a {MODEL_NAME} checkpoint "
-                           f"(expected {{'model': state_dict}}). {HOW_TO_GET}", (str(path),))
-    return ckpt
-
-
-def state_dict_from(ckpt: dict, path: Path) -> dict[str, torch.Tensor]:
-    """The state dict under ``'model'`` (or the dict itself, as clearvoice allows), with a
-    leading ``module.`` (DataParallel) taken off every key."""
-    sd = ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt
-    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise WeightsError(f"{path} has no tensors under 'model' (keys: "
-                           f"{sorted(map(str, ckpt))[:8]}); not a {MODEL_NAME} checkpoint. "
-                           f"{HOW_TO_GET}", (str(path),))
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in tensors.items()}
-
-
-def check_state_dict(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor],
-                     path: Path) -> None:
-    """Strict key and shape check with a message that says what differs (first few of each)."""
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    shapes = [f"{k}: file {tuple(got[k].shape)} vs network {tuple(expected[k].shape)}"
-              for k in expected if k in got and tuple(got[k].shape) != tuple(expected[k].shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected),
-                         ("shape mismatch", shapes)):
-        if items:
-            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-            parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
-    raise WeightsError(f"{path} does not match the {MODEL_NAME} network: " + "; ".join(parts)
-                       + f". Is it a {MODEL_NAME} checkpoint? {HOW_TO_GET}", (str(path),))
-
-
 # -- signal path -----------------------------------------------------------------------------
-def padded_length(n_samples: int) -> int:
+def stft_padded_length(n_samples: int) -> int:
     """Samples a window is padded to: at least MIN_FRAMES frames, and a whole number of hops
     past the first frame, so frames cover every sample."""
     n = max(n_samples, WIN_LEN + (MIN_FRAMES - 1) * WIN_INC)
@@ -266,43 +184,26 @@ def padded_length(n_samples: int) -> int:
     return n + (WIN_INC - extra if extra else 0)
 
 
-def stft_window(device=None) -> torch.Tensor:
-    """clearvoice's STFT window: symmetric (``periodic=False``) hamming."""
-    return torch.hamming_window(WIN_LEN, periodic=False, dtype=torch.float32, device=device)
-
-
-def masked_resynthesis(x: torch.Tensor, mask: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """STFT ``x`` ([B, T]), scale every bin by ``mask`` ([B, frames, 961]), inverse STFT to T."""
-    spec = torch.stft(x, FFT_LEN, WIN_INC, WIN_LEN, window=window, center=False,
-                      return_complex=True)                                # [B, 961, frames]
-    if spec.shape[-1] != mask.shape[1] or spec.shape[1] != mask.shape[2]:
-        raise RuntimeError(f"mask {tuple(mask.shape)} does not line up with the STFT "
-                           f"{tuple(spec.shape)}")
-    spec = spec * mask.transpose(1, 2).to(spec.real.dtype)
-    return torch.istft(spec, FFT_LEN, WIN_INC, WIN_LEN, window=window, center=False,
-                       length=x.shape[-1])
-
-
 class MossFormer2Backend(Backend):
     """ClearerVoice's MossFormer2_SE_48K speech enhancer (55.3 M parameters, 48 kHz)."""
 
     name = "mossformer2"
     sample_rate = SAMPLE_RATE_HZ
+    TYPICAL_SPEED = {"cuda": 900.0, "cpu": 2.0}   # H100 batch 32 x 4 s; 2-core CPU
+    OPTIONS = (
+        BackendOption("window_seconds", float, 4.0, "window the scenes are cut into (s)",
+                      minimum=0.05),
+        BackendOption("overlap_seconds", float, 1.0, "overlap between windows (s)", minimum=0.0),
+        BackendOption("dither", float, DITHER, "fbank dither in 16-bit steps (0: exact, noiseless "
+                      "features; see the module docstring)", minimum=0.0, maximum=100.0),
+    )
 
     def __init__(self, weights: WeightsInfo, window_seconds: float = 4.0,
                  overlap_seconds: float = 1.0, dither: float = DITHER):
         super().__init__(weights)
-        window_seconds, overlap_seconds = float(window_seconds), float(overlap_seconds)
-        if not window_seconds > 0:
-            raise ConfigError(f"window_seconds must be positive, not {window_seconds}")
-        if not 0 <= overlap_seconds < window_seconds:
-            raise ConfigError(f"overlap_seconds must be >= 0 and shorter than the window "
-                              f"({window_seconds} s), not {overlap_seconds}")
-        self.window_seconds = window_seconds
-        self.overlap_seconds = overlap_seconds
-        self.fbank_opts = FbankOptions(sample_rate_hz=SAMPLE_RATE_HZ, frame_length=WIN_LEN,
-                                       frame_shift=WIN_INC, num_mel_bins=NUM_MELS,
-                                       window_type="hamming", dither=float(dither))
+        self.window_seconds, self.overlap_seconds = check_windowing(self.name, window_seconds,
+                                                                    overlap_seconds)
+        self.dither = float(dither)
         self.net = None
         self.fbank = None
         self.window = None
@@ -311,16 +212,11 @@ class MossFormer2Backend(Backend):
     @classmethod
     def resolve(cls, weights_path=None, **options) -> "MossFormer2Backend":
         """Find the checkpoint (explicit path, ${ENV_VAR}, HF cache, clearvoice's checkpoints/)
-        and return the backend unloaded. Reads only the checkpoint's top level (memory-mapped)."""
-        allowed = {"window_seconds", "overlap_seconds", "dither"}
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise ConfigError(f"mossformer2 has no option(s) {unknown}; accepted: {sorted(allowed)}")
+        and return the backend unloaded, without torch: the worker's load reads it strictly."""
+        options = cls.check_options(options)
         path, origin = weights_mod.first_existing(weights_path, ENV_VAR, weight_candidates(),
                                                   accept_weights, MODEL_NAME, HOW_TO_GET)
-        ckpt = read_checkpoint(path, mmap=True)
-        random_init = bool(ckpt.get(weights_mod.RANDOM_WEIGHTS_MARKER, False))
-        del ckpt
+        random_init = _checked_archive(path)
         desc = f"{MODEL_NAME}, 55.3 M parameters" + (" (RANDOM test weights)" if random_init else "")
         return cls(WeightsInfo(str(path), origin, random_init, desc), **options)
 
@@ -329,19 +225,17 @@ class MossFormer2Backend(Backend):
         """Write a random-initialised checkpoint in clearvoice's layout (``last_best_checkpoint``
         pointing at ``last_best_checkpoint.pt``), marked as random; for tests and benchmarks.
         Returns the pointer file."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = build_network()
-        torch.save({"model": net.state_dict(), weights_mod.RANDOM_WEIGHTS_MARKER: True},
-                   folder / CHECKPOINT_FILE)
-        pointer = folder / POINTER_FILE
-        pointer.write_text(CHECKPOINT_FILE + "\n", encoding="utf-8")
-        return pointer
+        from .mossformer2_net import save_random_checkpoint
+
+        return save_random_checkpoint(Path(folder), seed)
 
     # -- lifecycle -------------------------------------------------------------------------
     def load(self, device) -> None:
+        import torch
+
+        from .kaldi_features import FbankOptions, KaldiFbank
+        from .mossformer2_net import load_network, stft_window
+
         device = torch.device(device)
         if not self.weights.path:
             raise WeightsError(f"{MODEL_NAME}: no checkpoint was resolved. {HOW_TO_GET}")
@@ -349,17 +243,11 @@ class MossFormer2Backend(Backend):
         if not path.is_file():
             raise WeightsError(f"{MODEL_NAME} checkpoint {path} does not exist. {HOW_TO_GET}",
                                (str(path),))
-        sd = state_dict_from(read_checkpoint(path), path)
-        net = build_network()
-        check_state_dict(net.state_dict(), sd, path)
-        try:
-            net.load_state_dict(sd, strict=True)
-        except RuntimeError as exc:  # anything the check above did not foresee
-            raise WeightsError(f"{path} does not load into the {MODEL_NAME} network: "
-                               f"{str(exc).splitlines()[0]}. {HOW_TO_GET}", (str(path),)) from exc
-        del sd
-        self.net = net.to(device).eval()
-        self.fbank = KaldiFbank(self.fbank_opts).to(device)
+        self.net = load_network(path).to(device)
+        opts = FbankOptions(sample_rate_hz=SAMPLE_RATE_HZ, frame_length=WIN_LEN,
+                            frame_shift=WIN_INC, num_mel_bins=NUM_MELS, window_type="hamming",
+                            dither=self.dither)
+        self.fbank = KaldiFbank(opts).to(device)
         self.window = stft_window(device)
         self.device = device
 
@@ -367,14 +255,20 @@ class MossFormer2Backend(Backend):
         on_cuda = self.device is not None and self.device.type == "cuda"
         self.net = self.fbank = self.window = None
         if on_cuda:
+            import torch
+
             torch.cuda.empty_cache()
 
     # -- inference -------------------------------------------------------------------------
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Network input for float audio ``x`` [B, T]: [B, frames, 180]."""
+    def features(self, x):
+        """Network input for float audio ``x`` [B, T] (a tensor): [B, frames, 180]."""
         return self.fbank.with_deltas(x * MAX_WAV_VALUE)
 
-    def enhance_windows(self, batch: torch.Tensor) -> torch.Tensor:
+    def enhance_windows(self, batch):
+        import torch
+
+        from .mossformer2_net import masked_resynthesis
+
         if self.net is None:
             raise RuntimeError("MossFormer2Backend.load(device) must be called first")
         if batch.dim() != 2:
@@ -382,7 +276,7 @@ class MossFormer2Backend(Backend):
         n = batch.shape[-1]
         with torch.inference_mode():
             x = batch.to(self.device, torch.float32)
-            pad = padded_length(n) - n
+            pad = stft_padded_length(n) - n
             if pad:
                 x = torch.nn.functional.pad(x, (0, pad))
             feats = self.features(x)
@@ -393,11 +287,37 @@ class MossFormer2Backend(Backend):
 
     # -- memory model ----------------------------------------------------------------------
     def vram_bytes(self, batch: int, window_samples: int) -> int:
-        audio_seconds = batch * padded_length(window_samples) / SAMPLE_RATE_HZ
+        audio_seconds = batch * stft_padded_length(window_samples) / SAMPLE_RATE_HZ
         return int(VRAM_MARGIN * VRAM_BYTES_PER_AUDIO_SECOND * audio_seconds
                    + VRAM_WORKSPACE_BYTES)
 
     def describe(self) -> dict:
         d = super().describe()
-        d["fbank_dither"] = self.fbank_opts.dither
+        d["fbank_dither"] = self.dither
         return d
+
+
+def _checked_archive(path: Path) -> bool:
+    """What the parent can check of a checkpoint without torch: a zip-format file must be a whole
+    archive (an interrupted download is not); returns whether it carries the random-weights
+    marker. The worker's strict load checks the rest (keys, shapes, no Python objects)."""
+    try:
+        return weights_mod.carries_random_marker(path)
+    except weights_mod.DamagedCheckpoint as exc:
+        raise WeightsError(f"cannot read the {MODEL_NAME} checkpoint {path}: it is truncated, "
+                           f"corrupt or not a torch checkpoint ({exc}). {HOW_TO_GET}",
+                           (str(path),)) from None
+
+
+# The torch half's names, importable from here as before (loaded on first use, not with this
+# module, so the parent never imports torch).
+_NET_NAMES = ("network_class", "build_network", "read_checkpoint", "state_dict_from",
+              "check_state_dict", "stft_window", "masked_resynthesis", "load_network")
+
+
+def __getattr__(name: str):
+    if name in _NET_NAMES:
+        from . import mossformer2_net
+
+        return getattr(mossformer2_net, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,7 @@ so a row's result does not depend on what it is batched with, and a silent row g
 instead of NaN. With one row and a length that is a multiple of the hop, this is exactly
 ModelScope's computation (the tests compare the two on the same weights).
 
-Memory grows with the square of the window length (attention over time frames; MEASUREMENTS.md:
+Memory grows with the square of the window length (attention over time frames; docs/measurements.md:
 ~290 MiB per 1 s window, ~1,050 MiB per 2 s window, 24 GiB for one 10 s input), so windows stay
 short: 2 s with 0.5 s overlap, i.e. ModelScope's own 2 s windows at a 1.5 s stride.
 """
@@ -22,20 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from pathlib import Path
 
-import torch
-from modelscope.models.audio.ans.zipenhancer import (AttrDict, ZipEnhancer, mag_pha_istft,
-                                                     mag_pha_stft)
+from ..errors import WeightsError
+from ..weights import (RANDOM_WEIGHTS_MARKER, ZIPENHANCER, first_existing, how_to_get,
+                       modelscope_cache)
+from .base import Backend, BackendOption, WeightsInfo, check_windowing
 
-from ..errors import ConfigError, WeightsError
-from ..weights import RANDOM_WEIGHTS_MARKER, first_existing, modelscope_cache
-from .base import Backend, WeightsInfo
-
-MODEL_ID = "iic/speech_zipenhancer_ans_multiloss_16k_base"
-ENV_VAR = "WHISPERJAV_ENHANCE_ZIPENHANCER_WEIGHTS"
+MODEL_ID = ZIPENHANCER.repo_id         # where the weights come from (weights.SOURCES)
+ENV_VAR = ZIPENHANCER.env_var
 CONFIG_FILE = "configuration.json"     # ModelScope's hyper-parameter file (ModelFile.CONFIGURATION)
 WEIGHTS_FILE = "pytorch_model.bin"     # ModelScope's weight file (ModelFile.TORCH_MODEL_BIN_FILE)
 # Key of our own entry in configuration.json; ModelScope ignores unknown top-level keys.
@@ -56,7 +52,7 @@ SILENT_MEAN_SQUARE = 1e-20
 # Hyper-parameters the network's constructor needs from configuration.json's "model" object.
 REQUIRED_HPARAMS = ("dense_channel", "num_tsconformers", "former_conf", "batch_first",
                     "model_num_spks")
-# The released model's values as public code reads them (INSTALL-NOTES.md; 2,044,436 parameters).
+# The released model's values as public code reads them (docs/measurements.md; 2,044,436 parameters).
 # Only write_random_weights uses them: load() always reads the folder's own configuration.json.
 TEST_HPARAMS = {
     "dense_channel": 64,
@@ -82,7 +78,7 @@ TEST_HPARAMS = {
 }
 
 # Device memory model per window of L seconds: VRAM_QUAD_MIB_PER_S2 * L^2 + VRAM_LIN_MIB_PER_S * L.
-# Fitted to MEASUREMENTS.md (H100, inference mode): 1 s -> ~290 MiB, 2 s -> ~1,050 MiB give
+# Fitted to docs/measurements.md (H100, inference mode): 1 s -> ~290 MiB, 2 s -> ~1,050 MiB give
 # 235 L^2 + 55 L, which also predicts 4 s (3,980 vs 4,034 measured) and 10 s (24,050 vs 24,216);
 # the coefficients are rounded up and a margin and a fixed per-forward overhead are added on top.
 VRAM_QUAD_MIB_PER_S2 = 240.0
@@ -93,10 +89,8 @@ _MIB = 1 << 20
 
 
 def _how_to_get() -> str:
-    return (f"Download it with `modelscope download --model {MODEL_ID}` (it lands in the "
-            f"ModelScope cache, {modelscope_cache()}, or $MODELSCOPE_CACHE), or put the model "
-            f"folder ({CONFIG_FILE} + {WEIGHTS_FILE}) anywhere and pass it with --weights FOLDER "
-            f"or ${ENV_VAR}.")
+    """Naming commands that exist here (decided in one place, weights.how_to_get)."""
+    return how_to_get("zipenhancer")
 
 
 def _folder_problem(path: Path) -> str | None:
@@ -188,74 +182,6 @@ def _is_random_marked(folder: Path) -> bool:
     return isinstance(own, dict) and own.get(RANDOM_WEIGHTS_MARKER) is True
 
 
-def build_network(folder: Path) -> torch.nn.Module:
-    """A ZipEnhancer built from ``folder``'s configuration.json, with untrained weights."""
-    hp = read_hparams(folder)
-    try:
-        return ZipEnhancer(AttrDict(hp))
-    except Exception as exc:  # the constructor raises TypeError/ValueError/... on odd values
-        cfg_path = folder / CONFIG_FILE
-        raise WeightsError(f"ZipEnhancer: the hyper-parameters in {cfg_path} do not build the "
-                           f"network ({type(exc).__name__}: {exc})", (str(cfg_path),)) from exc
-
-
-def read_state_dict(weights_file: Path) -> tuple[dict, bool]:
-    """The network's state dict from a ModelScope weight file, and whether it is marked random.
-
-    Two layouts, as ModelScope's own loader reads them: ``{"generator": ZipEnhancer state dict}``
-    (the released model) and ``{"state_dict": ZipenhancerDecorator state dict}`` (models trained
-    with ModelScope, keys prefixed ``model.``). Anything else is a WeightsError naming the file.
-    """
-    where = (str(weights_file),)
-    try:
-        ckpt = torch.load(str(weights_file), map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, foreign pickle, I/O error: all the same to a user
-        raise WeightsError(f"ZipEnhancer: cannot load {weights_file} "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''});"
-                           " the file is damaged, truncated, or not a PyTorch weight file. "
-                           + _how_to_get(), where) from exc
-    if not isinstance(ckpt, dict):
-        raise WeightsError(f"ZipEnhancer: {weights_file} holds a {type(ckpt).__name__}, not a "
-                           "checkpoint dictionary", where)
-    random_marked = ckpt.get(RANDOM_WEIGHTS_MARKER) is True
-    if isinstance(ckpt.get("state_dict"), dict):
-        sd = ckpt["state_dict"]
-        foreign = [k for k in sd if not str(k).startswith("model.")]
-        if foreign:
-            raise WeightsError(f"ZipEnhancer: {weights_file} has a \"state_dict\" whose keys are "
-                               f"not the decorator's model.* keys (e.g. {foreign[:3]})", where)
-        sd = {k[len("model."):]: v for k, v in sd.items()}
-    elif isinstance(ckpt.get("generator"), dict):
-        sd = ckpt["generator"]
-    else:
-        raise WeightsError(f"ZipEnhancer: {weights_file} has neither a \"generator\" nor a "
-                           f"\"state_dict\" entry (top-level keys: {sorted(map(str, ckpt))[:8]})",
-                           where)
-    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise WeightsError(f"ZipEnhancer: {weights_file} has non-tensor entries {bad[:3]}", where)
-    return sd, random_marked
-
-
-def load_network(folder: Path, weights_file: Path) -> tuple[torch.nn.Module, bool]:
-    """Build the network from configuration.json and load the weights with a strict key and
-    shape check. Returns the network (on the CPU, in eval mode) and whether it is marked random."""
-    net = build_network(folder)
-    sd, random_marked = read_state_dict(weights_file)
-    try:
-        net.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = " ".join(lines[:4])[:600]
-        raise WeightsError(f"ZipEnhancer: {weights_file} does not match the network that "
-                           f"{folder / CONFIG_FILE} describes ({detail}). Use the weight file and "
-                           "configuration.json of the same model folder.",
-                           (str(weights_file), str(folder / CONFIG_FILE))) from exc
-    net.eval()
-    net.requires_grad_(False)
-    return net, random_marked
-
-
 class ZipEnhancerBackend(Backend):
     """ModelScope ZipEnhancer (2.0 M parameters), 16 kHz, 2 s windows."""
 
@@ -263,24 +189,22 @@ class ZipEnhancerBackend(Backend):
     sample_rate = 16_000
     window_seconds = 2.0
     overlap_seconds = 0.5
+    TYPICAL_SPEED = {"cuda": 150.0, "cpu": 0.7}   # H100 batch >= 8; 2-core CPU
+    OPTIONS = (
+        BackendOption("window_seconds", float, 2.0, "window the scenes are cut into (s); device "
+                      "memory grows with its square", minimum=0.05),
+        BackendOption("overlap_seconds", float, 0.5, "overlap between windows (s)", minimum=0.0),
+    )
 
     def __init__(self, weights: WeightsInfo, model_dir: str | os.PathLike,
                  weights_file: str | os.PathLike | None = None,
                  window_seconds: float = 2.0, overlap_seconds: float = 0.5):
         super().__init__(weights)
-        for label, v in (("window_seconds", window_seconds), ("overlap_seconds", overlap_seconds)):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-                raise ConfigError(f"zipenhancer: {label} must be a number, not {v!r}")
-        if window_seconds * self.sample_rate < 1:
-            raise ConfigError(f"zipenhancer: window_seconds must be positive, not {window_seconds!r}")
-        if not 0 <= overlap_seconds < window_seconds:
-            raise ConfigError("zipenhancer: overlap_seconds must be >= 0 and shorter than "
-                              f"window_seconds ({overlap_seconds!r} vs {window_seconds!r})")
-        self.window_seconds = float(window_seconds)
-        self.overlap_seconds = float(overlap_seconds)
+        self.window_seconds, self.overlap_seconds = check_windowing(self.name, window_seconds,
+                                                                    overlap_seconds)
         self.model_dir = Path(model_dir)
         self.weights_file = Path(weights_file) if weights_file else self.model_dir / WEIGHTS_FILE
-        self.net: torch.nn.Module | None = None
+        self.net = None   # torch.nn.Module once loaded
 
     # -- finding and writing weights ---------------------------------------------------------
     @classmethod
@@ -288,6 +212,7 @@ class ZipEnhancerBackend(Backend):
                 **options) -> "ZipEnhancerBackend":
         """Find the model folder (explicit path, $WHISPERJAV_ENHANCE_ZIPENHANCER_WEIGHTS, then the
         ModelScope cache) without loading it; a miss is a WeightsError saying where it looked."""
+        options = cls.check_options(options)
         for given, label in ((weights_path, "--weights"), (os.environ.get(ENV_VAR), ENV_VAR)):
             if given:
                 problem = _folder_problem(Path(given).expanduser())
@@ -306,30 +231,19 @@ class ZipEnhancerBackend(Backend):
 
     @classmethod
     def write_random_weights(cls, folder: str | os.PathLike, seed: int = 0) -> Path:
-        """Write a model folder in ModelScope's real layout with random-initialised weights
-        (configuration.json + pytorch_model.bin under "generator"), both marked with
-        weights.RANDOM_WEIGHTS_MARKER. For tests and benchmarks only; returns the folder."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        config = {
-            "framework": "pytorch",
-            "task": "acoustic-noise-suppression",
-            "model": {"type": "speech_zipenhancer_ans_multiloss_16k_base", **TEST_HPARAMS},
-            "pipeline": {"type": "speech_zipenhancer_ans_multiloss_16k_base"},
-            OWN_CONFIG_KEY: {RANDOM_WEIGHTS_MARKER: True},
-        }
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = ZipEnhancer(AttrDict(json.loads(json.dumps(TEST_HPARAMS))))
-        ckpt = {"generator": net.state_dict(), RANDOM_WEIGHTS_MARKER: True}
-        tmp = folder / (WEIGHTS_FILE + ".partial")
-        torch.save(ckpt, str(tmp))
-        os.replace(tmp, folder / WEIGHTS_FILE)
-        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
-        return folder
+        """Write a model folder in ModelScope's real layout with random-initialised weights,
+        marked with weights.RANDOM_WEIGHTS_MARKER. For tests and benchmarks only; returns the
+        folder."""
+        from .zipenhancer_net import save_random_model_folder
+
+        return save_random_model_folder(Path(folder), seed)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self, device) -> None:
+        import torch
+
+        from .zipenhancer_net import load_network
+
         net, random_marked = load_network(self.model_dir, self.weights_file)
         if random_marked and not self.weights.random_test_weights:
             self.weights = dataclasses.replace(
@@ -342,30 +256,15 @@ class ZipEnhancerBackend(Backend):
         self.net = None
 
     # -- inference ---------------------------------------------------------------------------
-    def enhance_windows(self, batch: torch.Tensor) -> torch.Tensor:
-        """[B, T] float32 on the device -> [B, T]: each row normalised to RMS 1 on its own,
-        enhanced, and scaled back to its input level."""
+    def enhance_windows(self, batch):
+        """[B, T] float32 tensor on the device -> [B, T] (zipenhancer_net.enhance)."""
+        from .zipenhancer_net import enhance
+
         if self.net is None:
             raise RuntimeError("ZipEnhancerBackend.load() must be called before enhancing")
         if batch.dim() != 2:
             raise ValueError(f"expected a [batch, samples] tensor, got shape {tuple(batch.shape)}")
-        n = int(batch.shape[1])
-        padded = max(MIN_FORWARD_SAMPLES, -(-n // HOP) * HOP)
-        with torch.inference_mode():
-            x = torch.nn.functional.pad(batch.float(), (0, padded - n))
-            energy = torch.sum(x ** 2.0, dim=1, keepdim=True)
-            silent = energy <= padded * SILENT_MEAN_SQUARE
-            norm = torch.sqrt(padded / torch.where(silent, torch.ones_like(energy), energy))
-            mag, pha, _ = mag_pha_stft(x * norm, N_FFT, HOP, WIN, compress_factor=COMPRESS,
-                                       center=True)
-            amp_g, pha_g, _, _, _ = self.net(mag, pha)
-            wav = mag_pha_istft(amp_g, pha_g, N_FFT, HOP, WIN, compress_factor=COMPRESS,
-                                center=True)
-            if wav.shape[1] != padded:
-                raise RuntimeError(f"ZipEnhancer gave {wav.shape[1]} samples for {padded}: the "
-                                   "network changed the STFT frame count")
-            wav = torch.where(silent, torch.zeros_like(wav), wav / norm)
-            return wav[:, :n].contiguous()
+        return enhance(self.net, batch)
 
     # -- memory model ------------------------------------------------------------------------
     def vram_bytes(self, batch: int, window_samples: int) -> int:
@@ -373,3 +272,16 @@ class ZipEnhancerBackend(Backend):
         sec = padded / self.sample_rate
         per_window_mib = (VRAM_QUAD_MIB_PER_S2 * sec * sec + VRAM_LIN_MIB_PER_S * sec) * VRAM_MARGIN
         return int((max(1, int(batch)) * per_window_mib + VRAM_FIXED_MIB) * _MIB)
+
+
+# The torch half's names, importable from here as before (loaded on first use, not with this
+# module, so the parent never imports torch).
+_NET_NAMES = ("build_network", "read_state_dict", "load_network")
+
+
+def __getattr__(name: str):
+    if name in _NET_NAMES:
+        from . import zipenhancer_net
+
+        return getattr(zipenhancer_net, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""WhisperJAV's modules (only speech_enhancement exists in this stand-in)."""

@@ -1,0 +1,1 @@
+"""The enhancer classes the factory creates."""
