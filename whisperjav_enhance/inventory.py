@@ -13,7 +13,6 @@ except doctor's own GPU query.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import shutil

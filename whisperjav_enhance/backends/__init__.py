@@ -7,7 +7,7 @@ import importlib
 
 from ..errors import BackendUnavailable, ConfigError, WeightsError
 from . import hosted as _hosted
-from .base import Backend, WeightsInfo
+from .base import Backend, WeightsInfo, install_hint
 
 # canonical name -> "module:Class" (imported only when used)
 _CLASSES = {
@@ -80,7 +80,7 @@ def backend_class(name: str) -> type[Backend]:
     except ImportError as exc:
         raise BackendUnavailable(
             f"backend {name!r} needs packages that are not installed ({exc}); install them with "
-            f"`pip install -c constraints.txt 'whisperjav-enhance[{name}]'`") from exc
+            f"{install_hint(parse_backend_spec(name))}") from exc
     return getattr(mod, cls)
 
 

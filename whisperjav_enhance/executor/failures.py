@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 
+from ..backends.base import install_hint
 from ..errors import BackendUnavailable, ConfigError, DeviceError, WeightsError
 from .messages import LoadFailed, WorkerSpec
 
@@ -63,8 +64,8 @@ def load_error(msg: LoadFailed, spec: WorkerSpec) -> Exception:
         return err
     if msg.error_type in ("ImportError", "ModuleNotFoundError"):
         return BackendUnavailable(f"backend {spec.backend!r} cannot be imported in the worker "
-                                  f"({msg.message}); install its extra, e.g. "
-                                  f"`pip install 'whisperjav-enhance[{spec.backend}]'`")
+                                  f"({msg.message}); install what it needs: "
+                                  f"{install_hint(spec.backend)}")
     return BackendUnavailable(f"backend {spec.backend!r} failed to load in a worker on "
                               f"{spec.slot.label}: {msg.error_type}: {msg.message}")
 

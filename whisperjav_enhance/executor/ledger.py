@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from ..events import Log, SceneFinished
 from ..records import SceneResult
+from ..status import Status
 from .messages import SceneTask, UnitDone
 from .telemetry import MIB
 
@@ -106,7 +107,7 @@ class Ledger:
 
     def fail(self, index: int, reason: str, message: str, worker: int | None = None) -> bool:
         """Fail a scene in the parent (quarantine, giving up)."""
-        return self.record(self.tasks[index].result("failed", reason, message, worker))
+        return self.record(self.tasks[index].result(Status.FAILED, reason, message, worker))
 
     def unit_done(self, msg: UnitDone) -> None:
         event = msg.memory.to_event(msg.worker, msg.scenes_done)

@@ -18,6 +18,7 @@ import socket
 import threading
 from typing import Callable
 
+from ..backends.base import install_hint
 from ..devices import DeviceSlot
 from ..errors import BackendUnavailable, ConfigError, DeviceError
 
@@ -35,7 +36,7 @@ def import_ray():
         return importlib.import_module("ray")
     except ImportError as exc:
         raise BackendUnavailable(f"--executor ray needs the ray package ({exc}); install it with "
-                                 "`pip install 'whisperjav-enhance[ray]'`, or use --executor pool") from exc
+                                 f"{install_hint('ray')}, or use --executor pool") from exc
 
 
 class RaySession:
