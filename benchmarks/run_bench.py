@@ -9,10 +9,10 @@ See benchmarks/README.md for the strategies, the scene sets and how to read the 
 import sys
 from pathlib import Path
 
-# Works from a checkout without an install: the package lives beside this folder.
+# Works from a checkout without an install: the packages live beside this folder.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from whisperjav_enhance.bench import main  # noqa: E402
+from whisperjav_enhance_bench.command import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -195,7 +195,7 @@ def assert_crash_case(crash_run: CrashRun, enhanced, failed: dict, crash_text: s
                                                         for e in crash_run.rec.of(WorkerCrashed)]
 
 
-# -- Ctrl-C / SIGTERM in the middle of a run (test_local_pool.py, test_ray_executor.py) ---------------
+# -- Ctrl-C / SIGTERM in the middle of a run (test_executor.py, test_ray_executor.py) ---------------
 INTERRUPT_UNITS = [[0, 1], [2], [3]]  # s2 hangs: the run is still going when s1 finishes
 
 

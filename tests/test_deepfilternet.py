@@ -213,3 +213,17 @@ def test_use_after_close_is_an_error_not_a_crash():
     b.close()
     with pytest.raises(RuntimeError, match="load"):
         b.enhance_scene(_noise(480))
+
+
+def test_state_prefetch_only_when_the_worker_has_a_spare_core():
+    # With one worker per core the helper thread competes with the other workers; with a core to
+    # spare it hides df_create. An explicit setting wins.
+    for threads, given, expect in ((1, None, False), (2, None, True), (1, True, True),
+                                   (4, False, False)):
+        b = create_backend("deepfilternet", **({} if given is None else {"prefetch_state": given}))
+        b.cpu_threads = threads
+        b.load("cpu")
+        try:
+            assert b._states._prefetch is expect, (threads, given)
+        finally:
+            b.close()

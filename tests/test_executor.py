@@ -302,7 +302,7 @@ def test_inprocess_ctrl_c_keeps_finished_scenes_and_removes_temporaries(tmp_path
 @pytest.mark.timeout(240)
 def test_recycles_after_n_scenes_with_a_warm_standby(tmp_path):
     # Worker 1 takes scene 0, then scene 1, after which it has done max_scenes_per_worker=2 scenes:
-    # the supervisor starts worker 2 as a standby the moment it hands out scene 1. Scene 1 blocks
+    # the driver starts worker 2 as a standby the moment it hands out scene 1. Scene 1 blocks
     # until the test sees worker 2 ready, so the order of events is the proof, not a clock.
     tasks = make_tasks(tmp_path, [("s0", 0.2), ("s1_wait", 0.2), ("s2", 0.25), ("s3", 0.1)])
     go = Path(tasks[1].input_path + ".go")
@@ -598,3 +598,18 @@ def test_debug_log_keeps_decisions_remote_tracebacks_and_a_crashed_workers_fault
     assert "Fatal Python error: Segmentation fault" in log
     assert re.search(r"worker \d+ crashed: killed by SIGSEGV", log)
     assert "requeue scenes [101] one per unit" in log
+
+
+def test_an_output_is_exactly_as_long_as_its_scene_when_the_backend_runs_at_another_rate(tmp_path):
+    # 48 kHz scenes through a 16 kHz backend and back: soxr's rounding either way may land a
+    # sample or two off, but a subtitle pipeline's scene times must stay true.
+    tasks = make_tasks(tmp_path, [("odd_a", 0.30001), ("odd_b", 0.2093), ("odd_c", 0.4127)])
+    rt = WorkerRuntime(7, WorkerSpec("passthrough", None, {"sample_rate": 16_000}, CPU),
+                       PoolPolicy(), "cpu")
+    rt.load(0.0)
+    results, _, _ = _run(rt, _unit(tasks, [0, 1, 2]))
+    for p, task in enumerate(tasks):
+        assert results[p].status == "enhanced"
+        import soundfile as sf
+
+        assert sf.info(task.output_path).frames == sf.info(task.input_path).frames

@@ -93,7 +93,7 @@ def test_padded_length_covers_every_sample_with_whole_frames(n):
 
 def test_vram_model_over_estimates_the_measurements(backend):
     mib = 1 << 20
-    # MEASUREMENTS.md, peak above the 211 MiB of weights (H100, inference mode)
+    # docs/measurements.md, peak above the 211 MiB of weights (H100, inference mode)
     measured = {(1, 1.0): 258 - 211, (1, 29.0): 469 - 211, (16, 2.0): 494 - 211,
                 (64, 4.0): 2156 - 211, (128, 8.0): 7759 - 211, (4, 29.0): 1111 - 211}
     for (batch, seconds), peak_mib in measured.items():

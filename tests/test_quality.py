@@ -1,5 +1,7 @@
-"""Quality metrics (SI-SDR, PESQ-WB, STOI), the committed example scenes, and the quality check
-run end to end (in process and as ``python -m whisperjav_enhance.quality``)."""
+"""Quality metrics (SI-SDR, PESQ-WB, STOI) and when each is n/a, the committed example scenes,
+and the quality check run end to end (in process and as ``whisperjav-enhance bench --quality``):
+n/a scores left out of every mean alike, third-party warnings kept off the terminal, the right
+program name in its help, and ``auto`` meaning what it means to ``enhance``."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from whisperjav_enhance import quality
-from whisperjav_enhance.quality import find_pairs, pesq_wb, run_quality, si_sdr, stoi
+from whisperjav_enhance_bench import quality
+from whisperjav_enhance_bench.quality import find_pairs, pesq_wb, run_quality, si_sdr, stoi
+from whisperjav_enhance_bench.quality_report import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -138,13 +141,96 @@ def test_run_quality_scores_deepfilternet_and_reports_unrunnable_backends(tmp_pa
     assert "nowhere.tar.gz" in rows[0]["reason"]
 
 
-def test_quality_runs_as_a_module(tmp_path):
+def test_quality_runs_from_the_cli(tmp_path):
     noisy, clean = _one_scene(tmp_path, "demo_scene_0002.wav")
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "whisperjav_enhance.quality", "--noisy",
-                           str(noisy), "--clean", str(clean), "--backend", "passthrough",
-                           "-o", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "whisperjav_enhance.cli", "bench", "--quality",
+                           "--noisy", str(noisy), "--clean", str(clean), "--backend",
+                           "passthrough", "-o", str(out)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "| demo_scene_0002.wav |" in proc.stdout
     doc = json.loads((out / "quality.json").read_text(encoding="utf-8"))
     assert [r["backend"] for r in doc["rows"]] == ["passthrough"]
+
+
+# -- n/a scores, warnings, help, auto (what a user meets) -----------------------------------------
+def _short_scene(tmp_path: Path, seconds: float = 0.3) -> tuple[Path, Path]:
+    """A scene too short for STOI: the first ``seconds`` of a committed example, noisy and clean."""
+    noisy, clean = tmp_path / "noisy", tmp_path / "clean"
+    noisy.mkdir()
+    clean.mkdir()
+    for src, dst in ((EXAMPLES / "scenes", noisy), (EXAMPLES / "clean", clean)):
+        x, rate = sf.read(str(src / WHITE_0DB), dtype="float32")
+        sf.write(str(dst / "short.wav"), x[:int(seconds * rate)], rate, subtype="PCM_16")
+        shutil.copy(src / "demo_scene_0005.wav", dst / "demo_scene_0005.wav")
+    return noisy, clean
+
+
+def test_stoi_of_a_too_short_scene_is_na_and_its_warning_is_recorded_not_shown(recwarn):
+    x = _clean()[:int(0.3 * 48_000)]
+    notes = quality.Notes()
+    assert stoi(x, _at_snr(x, 0.0), 48_000, notes) is None   # not pystoi's 1e-5 fallback
+    assert any(src == "pystoi" and "Not enough STFT frames" in msg
+               for (src, msg) in notes.counts)
+    assert not [w for w in recwarn.list if "STFT" in str(w.message)]   # nothing escaped
+    assert stoi(_clean(), _clean(), 48_000, notes) == pytest.approx(1.0, abs=1e-6)
+    assert si_sdr(np.zeros(4_800), np.zeros(4_800)) is None   # silent reference: n/a
+
+
+def test_na_scores_are_left_out_of_every_mean_alike():
+    def scored(name, values):
+        r = {"scene": name, "backend": "b", "status": "ok"}
+        for m, (a, b) in zip(quality.METRICS, values):
+            r[f"noisy_{m}"], r[f"enhanced_{m}"] = a, b
+            r[f"delta_{m}"] = None if a is None or b is None else b - a
+        return r
+
+    rows = [scored("long", [(1.0, 3.0), (1.5, 2.5), (0.8, 0.9)]),
+            scored("short", [(2.0, 4.0), (None, 3.0), (None, None)])]
+    (s,) = summarise(rows)
+    assert s["scenes"] == 2 and s["scenes_si_sdr_db"] == 2
+    assert s["mean_noisy_si_sdr_db"] == 1.5 and s["mean_delta_si_sdr_db"] == 2.0
+    # PESQ: n/a for the short scene's noisy signal, so its enhanced 3.0 is left out too
+    assert s["scenes_pesq_wb"] == 1 and s["mean_enhanced_pesq_wb"] == 2.5
+    assert s["scenes_stoi"] == 1
+    assert (s["mean_noisy_stoi"], s["mean_enhanced_stoi"]) == (0.8, 0.9)
+    assert s["mean_delta_stoi"] == pytest.approx(0.1)
+
+
+def test_quality_cli_short_scene_na_no_warning_on_terminal_right_prog(tmp_path):
+    noisy, clean = _short_scene(tmp_path)
+    out = tmp_path / "report"
+    cli = [sys.executable, "-m", "whisperjav_enhance.cli", "bench", "--quality"]
+    proc = subprocess.run(cli + ["--noisy", str(noisy), "--clean", str(clean), "--backend",
+                                 "passthrough", "-o", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr and "STFT" not in proc.stderr, proc.stderr
+    doc = json.loads((out / "quality.json").read_text(encoding="utf-8"))
+    short = next(r for r in doc["rows"] if r["scene"] == "short.wav")
+    assert short["noisy_stoi"] is None and short["enhanced_stoi"] is None
+    (s,) = doc["summary"]
+    assert s["scenes"] == 2 and s["scenes_stoi"] == 1
+    assert any(w["source"] == "pystoi" for w in doc["third_party_warnings"])
+    assert "| short.wav |" in proc.stdout and "n/a → n/a" in proc.stdout
+    assert "[1 of 2]" in proc.stdout
+
+    helptext = subprocess.run(cli + ["--help"], capture_output=True, text=True, timeout=120,
+                              cwd=ROOT)
+    assert helptext.returncode == 0
+    assert helptext.stdout.startswith("usage: whisperjav-enhance bench --quality")
+    assert "auto" in helptext.stdout and "DeepFilterNet3" in helptext.stdout
+
+
+def test_auto_means_what_enhance_picks(tmp_path):
+    from whisperjav_enhance.backends import select_backend
+
+    expected, note = select_backend("auto")
+    [(spec, name, why)] = quality.resolve_names(["auto"])
+    assert (spec, name, why) == ("auto", expected.name, note)
+    bench_help = subprocess.run([sys.executable, "-m", "whisperjav_enhance.cli", "bench", "--help"],
+                                capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bench_help.returncode == 0
+    assert "passthrough on CPU" not in bench_help.stdout
+    assert "DeepFilterNet3 on a fresh CPU machine" in " ".join(bench_help.stdout.split())

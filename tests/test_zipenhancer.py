@@ -415,7 +415,7 @@ def test_bad_window_options_are_config_errors(model_dir, clean_env, opts):
         ZipEnhancerBackend.resolve(model_dir, **opts)
 
 
-# (batch, window seconds, measured peak MiB) from MEASUREMENTS.md, H100, inference mode.
+# (batch, window seconds, measured peak MiB) from docs/measurements.md, H100, inference mode.
 MEASURED = [(1, 2, 1091), (1, 4, 4034), (1, 10, 24216), (16, 2, 16803), (8, 1, 2343),
             (32, 1, 9233), (8, 2, 8422), (32, 2, 33565)]
 

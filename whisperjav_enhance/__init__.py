@@ -7,7 +7,7 @@ The WhisperJAV drop-in lives in :mod:`whisperjav_enhance.integrations.whisperjav
 
 from .config import EnhanceOptions, PoolPolicy
 from .errors import (AudioError, BackendUnavailable, ConfigError, DeviceError, EnhanceError,
-                     OutputError, RunInterrupted, SceneError, WeightsError, WorkerCrashed)
+                     OutputError, RunInterrupted, SceneError, WeightsError)
 
 __version__ = "0.1.0"
 
@@ -21,4 +21,4 @@ def enhance_scenes(*args, **kwargs):
 
 __all__ = ["enhance_scenes", "EnhanceOptions", "PoolPolicy", "EnhanceError", "ConfigError",
            "BackendUnavailable", "WeightsError", "DeviceError", "SceneError", "AudioError",
-           "OutputError", "WorkerCrashed", "RunInterrupted", "__version__"]
+           "OutputError", "RunInterrupted", "__version__"]

@@ -258,6 +258,24 @@ def resample(audio: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def output_frames(input_frames: int, input_rate: int, output_rate: int) -> int:
+    """How long a scene of ``input_frames`` at ``input_rate`` is at ``output_rate``: exactly its
+    length when the rates match, else the rounded equivalent (so scene times stay true)."""
+    if input_rate == output_rate:
+        return int(input_frames)
+    return max(1, int(round(input_frames * output_rate / input_rate)))
+
+
+def fit_length(audio: np.ndarray, frames: int) -> np.ndarray:
+    """``audio`` cut or zero-padded to ``frames`` samples. Resampling there and back can land a
+    sample or two off (soxr rounds each way); an output must match its scene exactly."""
+    if audio.shape[0] == frames:
+        return audio
+    if audio.shape[0] > frames:
+        return audio[:frames]
+    return np.concatenate([audio, np.zeros(frames - audio.shape[0], dtype=audio.dtype)])
+
+
 # -- writing --------------------------------------------------------------------------------
 def apply_clip_policy(audio: np.ndarray, policy: str) -> np.ndarray:
     """Bring audio into [-1, 1] for integer output.

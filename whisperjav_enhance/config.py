@@ -101,12 +101,12 @@ class PoolPolicy:
     """How workers are started, recycled and watched.
 
     Defaults: without autograd and with fixed windows the allocator showed no fragmentation over
-    a 60-scene run (MEASUREMENTS.md: inactive split ~13 MiB, reserved - allocated < 2 GiB with
+    a 60-scene run (docs/measurements.md: inactive split ~13 MiB, reserved - allocated < 2 GiB with
     whole-scene decoding), so drift thresholds are set where only a real leak or fragmentation
     reaches them, and count-based recycling is a rare safety net (a start costs ~6 s on a GPU).
     """
 
-    workers_per_device: int | None = None  # None: 1 per GPU; CPU backends: one per 2 cores
+    workers_per_device: int | None = None  # None: 1 per GPU; CPU: transport.cpu_lane_count
     max_scenes_per_worker: int = 250       # retire a worker after this many scenes
     max_drift_mb: float = 1024.0           # retire when reserved - allocated (MiB) exceeds this
     max_inactive_split_mb: float = 512.0   # retire when inactive split blocks (MiB) exceed this

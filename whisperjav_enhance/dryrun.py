@@ -1,6 +1,6 @@
 """What a run would do, without doing it (``enhance --dry-run``): discovery, probing and planning
 only. No worker is started, nothing is downloaded, OUT_DIR is neither created nor locked, and no
-file is written. Whatever would stop a real run before its first scene (bad arguments, missing
+file is written but the plan itself, where ``--summary-json`` names a file for it. Whatever would stop a real run before its first scene (bad arguments, missing
 weights that cannot be fetched, an unusable device, an unwritable or busy OUT_DIR) raises the same
 error here, so a script gets the exit code the real run would give.
 

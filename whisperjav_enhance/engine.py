@@ -26,7 +26,8 @@ from .errors import SceneError
 from .planning import SceneWindow, WindowPlan, group_by_length, plan_windows
 
 # Upper bound on windows per forward when no budget limits it: past this, MossFormer2 on an H100
-# gains <5% (docs/measurements.md) while latency per batch keeps growing.
+# gains <10% (docs/measurements.md: 4 s windows, 1,150 -> 1,241 audio s/s at batch 128, for
+# nearly twice the memory) while latency per batch keeps growing.
 MAX_BATCH_WINDOWS = 64
 # On the CPU a bigger batch buys nothing (compute-bound from batch 1) and costs RAM.
 CPU_MAX_BATCH_WINDOWS = 4

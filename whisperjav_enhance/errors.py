@@ -38,9 +38,8 @@ class DeviceError(EnhanceError):
 class SceneError(EnhanceError):
     """One scene cannot be enhanced; the run goes on without it.
 
-    ``reason`` is a short stable code (``unreadable``, ``empty``, ``non_finite``, ``too_long``,
-    ``bad_sample_rate``, ``out_of_memory``, ``worker_crash``, ``timeout``, ``quarantined``,
-    ``write_failed``, ...); the message is one line for people.
+    ``reason`` is a short stable code, one of status.Reason (their meanings: status.REASON_MEANINGS
+    in whisperjav_enhance/status.py); the message is one line for people.
     """
 
     def __init__(self, reason: str, message: str):
@@ -54,10 +53,6 @@ class AudioError(SceneError):
 
 class OutputError(EnhanceError):
     """The output location cannot be written (unwritable directory, full disk)."""
-
-
-class WorkerCrashed(EnhanceError):
-    """A worker process died without reporting a result (exit code or signal in the message)."""
 
 
 class RunInterrupted(EnhanceError):

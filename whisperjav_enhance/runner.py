@@ -53,7 +53,7 @@ class Run:
         self.settings = fingerprints.output_settings(
             backend=backend.name, weights_id=fingerprints.weights_identity(backend.weights.path),
             output_sample_rate=options.output_sample_rate, output_subtype=options.output_subtype,
-            clip=options.clip, audio_options=options.backend_settings())
+            clip=options.clip, audio_options=_audio_changing(backend, options.backend_settings()))
         self.fingerprint = fingerprints.fingerprint(self.settings)
         self.manifest: Manifest | None = None
         self.problems: list[str] = []                   # failures of the run's own records
@@ -286,6 +286,15 @@ class Run:
             return dataclasses.replace(summary, summary_path=None,
                                        problems=summary.problems + (problem,))
         return summary
+
+
+def _audio_changing(backend, settings: dict) -> dict:
+    """The settings that change the enhanced audio (BackendOption.changes_audio): the resume key
+    must not redo outputs for a setting that only changes speed."""
+    from .backends import backend_class
+
+    speed_only = {o.key for o in backend_class(backend.name).OPTIONS if not o.changes_audio}
+    return {k: v for k, v in settings.items() if k not in speed_only}
 
 
 def _probe_seconds(path: Path) -> float:

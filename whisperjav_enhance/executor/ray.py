@@ -235,7 +235,7 @@ class RayTransport(Transport):
             return [Lane(i, gpu_specs[0], None, dict(opts)) for i in range(gpus * n)]
         cpus = max(1, int(resources.get("CPU", 0)))
         n = per_device or cpu_lane_count(specs[0], cpus)
-        threads = cpu_threads(specs[0], cpus, n)
+        threads = cpu_threads(cpus, n)
         return [Lane(i, specs[0], threads, {"num_cpus": 1, "use_gpu": False}) for i in range(n)]
 
     # -- one worker ---------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ class _Scene:
     task: SceneTask
     audio: object         # np.ndarray at the backend's rate
     input_rate: int       # Hz of the file, the default output rate
+    input_frames: int     # samples of the file: the output is exactly as long (at its rate)
 
 
 class _Heartbeat:
@@ -155,6 +156,7 @@ class WorkerRuntime:
             name = self._set_up_torch()
         else:
             self.device = "cpu"
+        backend.cpu_threads = self.threads
         backend.load(self.device)
         self.backend = backend
         self.engine = Engine(_Heartbeat(backend, self._beat), budget_bytes=self.forward_budget())
@@ -175,7 +177,7 @@ class WorkerRuntime:
                 torch.set_num_threads(self.threads)
             return "cpu"
         torch.cuda.set_device(self.device)
-        # TF32 matmuls: ~1.5x at these sizes with no audible difference (docs/measurements.md).
+        # TF32 matmuls, as in the H100 figures the defaults are fitted to (docs/measurements.md).
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         props = torch.cuda.get_device_properties(self.device)
@@ -256,7 +258,7 @@ class WorkerRuntime:
                 room_needed = 0
                 self._fail(task, exc.reason, exc)
                 continue
-            scenes.append(_Scene(task, data, info.sample_rate))
+            scenes.append(_Scene(task, data, info.sample_rate, info.frames))
         return scenes
 
     def _enhance(self, scenes: list[_Scene], unit: UnitAssignment) -> None:
@@ -304,7 +306,8 @@ class WorkerRuntime:
                 raise SceneError(Reason.NON_FINITE_OUTPUT, f"{self.backend.name} produced NaN or "
                                  "infinite samples")
             rate = task.output_sample_rate or scene.input_rate
-            out = audio.resample(enhanced, self.backend.sample_rate, rate)
+            out = audio.fit_length(audio.resample(enhanced, self.backend.sample_rate, rate),
+                                   audio.output_frames(scene.input_frames, scene.input_rate, rate))
             audio.write_audio_atomic(task.output_path, out, rate, task.subtype, task.clip,
                                      root=task.out_dir)
         except SceneError as exc:

@@ -55,10 +55,9 @@ def cpu_lane_count(spec: WorkerSpec, cores: int) -> int:
     return max(1, cores // CPU_CORES_PER_WORKER)
 
 
-def cpu_threads(spec: WorkerSpec, cores: int, cpu_lanes: int) -> int:
-    """Threads each CPU worker may use: the backend's own need, else a share of the cores."""
-    own = backend_class_of(spec).cpu_threads_per_worker
-    return own or max(1, cores // max(1, cpu_lanes))
+def cpu_threads(cores: int, cpu_lanes: int) -> int:
+    """Threads each CPU worker may use: its share of the cores."""
+    return max(1, cores // max(1, cpu_lanes))
 
 
 def local_cores() -> int:
@@ -76,7 +75,7 @@ def plan_lanes(specs: Sequence[WorkerSpec], policy: PoolPolicy, cores: int) -> l
     cpu_lanes = sum(n for _, n, gpu in plan if not gpu)
     lanes: list[Lane] = []
     for spec, n, gpu in plan:
-        threads = None if gpu else cpu_threads(spec, cores, cpu_lanes)
+        threads = None if gpu else cpu_threads(cores, cpu_lanes)
         lanes += [Lane(len(lanes) + i, spec, threads) for i in range(n)]
     return lanes
 
