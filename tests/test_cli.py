@@ -1,8 +1,8 @@
 """The real command line in a subprocess: bad input of every kind, resume after SIGKILL, Ctrl-C,
 refused runs (exit 2), and --help of every command.
 
-Runs use the passthrough backend on the CPU, so they exercise everything around the model (the
-spawned workers, atomic outputs, manifest, summary, exit codes) without weights.
+Runs use the passthrough backend on the CPU (tests/_cli.py), so they exercise everything around
+the model (the spawned workers, atomic outputs, manifest, summary, exit codes) without weights.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,123 +18,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from _cli import (FAST, RUN_TIMEOUT_S, Background, assert_whole_copy, env_with, good_scenes,
+                  partials, run_cli, wait_group_gone)
 from conftest import write_tone
 from whisperjav_enhance.manifest import read_manifest
 
-CLI = [sys.executable, "-m", "whisperjav_enhance"]
-RUN_TIMEOUT_S = 240        # one CLI run, generous for a loaded 2-core machine
-POLL_S = 0.05
 SUMMARY_FIELDS = ("backend", "weights", "device", "scenes_total", "scenes_enhanced",
                   "scenes_skipped", "scenes_failed", "failures", "workers_started", "recycles",
                   "worker_crashes", "audio_seconds", "wall_seconds", "peak_vram_mib")
-FAST = ["--backend", "passthrough", "--device", "cpu", "--workers", "1"]
-
-
-def run_cli(*args, timeout=RUN_TIMEOUT_S, env=None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=cwd)
-
-
-def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-# -- process-group helpers (the CLI is started in its own session; every worker inherits it) ----
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is ``pgid``."""
-    members = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(d.name))
-    return members
-
-
-def _wait_group_gone(pgid: int, timeout_s: float) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        alive = _group_members(pgid)
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.1)
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-class _Background:
-    """A CLI run in its own session, output to files, always cleaned up (group killed)."""
-
-    def __init__(self, args, tmp: Path):
-        self.out = open(tmp / "bg.stdout", "w+")
-        self.err = open(tmp / "bg.stderr", "w+")
-        self.proc = subprocess.Popen([*CLI, *map(str, args)], stdout=self.out, stderr=self.err,
-                                     start_new_session=True)
-        self.pgid = self.proc.pid
-
-    def wait_for(self, predicate, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not predicate():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the run ended (rc {self.proc.returncode}) before {what}:\n"
-                                     + self.text())
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}:\n" + self.text())
-            time.sleep(POLL_S)
-
-    def text(self) -> str:
-        self.out.flush()
-        self.err.flush()
-        return Path(self.out.name).read_text() + Path(self.err.name).read_text()
-
-    def close(self) -> None:
-        _kill_group(self.pgid)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        self.out.close()
-        self.err.close()
-
-
-# -- fixtures -------------------------------------------------------------------------------------
-def _good_scenes(folder: Path, n: int, seconds: float = 0.3) -> list[Path]:
-    paths = []
-    for i in range(1, n + 1):
-        p = folder / f"movie_scene_{i:04d}.wav"
-        write_tone(p, seconds, rate=48_000, seed=i, freq_hz=200.0 + 20 * i)
-        paths.append(p)
-    return paths
-
-
-def _assert_whole_copy(src: Path, out: Path) -> None:
-    """Passthrough output: same rate and length as the input, samples equal within PCM_16 steps."""
-    a, ra = sf.read(str(src), dtype="float32")
-    b, rb = sf.read(str(out), dtype="float32")
-    assert rb == ra and b.shape == a.shape, (src, out)
-    assert np.max(np.abs(a - b)) < 2e-3, (src, out)
-    assert sf.info(str(out)).subtype == "PCM_16"
-
-
-def _partials(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.name.endswith(".partial")]
 
 
 # -- tests ----------------------------------------------------------------------------------------
 def test_mixed_good_and_bad_scenes(tmp_path):
     src = tmp_path / "scenes"
-    good = _good_scenes(src, 3)
+    good = good_scenes(src, 3)
     good.append(src / "sub" / "movie_scene_0004.flac")
     write_tone(good[-1], 0.25, rate=48_000)
     rng = np.random.default_rng(1)
@@ -160,11 +54,11 @@ def test_mixed_good_and_bad_scenes(tmp_path):
     assert "Traceback" not in text
     for g in good:
         rel = g.relative_to(src).with_suffix(".wav")
-        _assert_whole_copy(g, out / rel)
+        assert_whole_copy(g, out / rel)
     for name in expected_fail:
         assert not (out / name).exists()
         assert re.search(rf"{re.escape(name)}: {expected_fail[name]}", r.stdout), name
-    assert not _partials(out)
+    assert not partials(out)
 
     summary = json.loads((out / "summary.json").read_text())
     for field in SUMMARY_FIELDS:
@@ -195,12 +89,12 @@ def test_mixed_good_and_bad_scenes(tmp_path):
 
 def test_sigkill_of_the_parent_then_rerun_finishes_every_scene_once(tmp_path):
     src = tmp_path / "scenes"
-    scenes = _good_scenes(src, 8, seconds=0.2)
+    scenes = good_scenes(src, 8, seconds=0.2)
     out = tmp_path / "out"
     # One scene per worker life: the run needs several worker starts, so it is still going
     # when the first result lands, whatever the machine's speed.
     args = ["enhance", src, "-o", out, *FAST, "--max-scenes-per-worker", "1", "--quiet"]
-    bg = _Background(args, tmp_path)
+    bg = Background(args, tmp_path)
     try:
         manifest = out / "manifest.jsonl"
         bg.wait_for(lambda: any(l["status"] == "enhanced" for l in read_manifest(manifest)),
@@ -208,7 +102,7 @@ def test_sigkill_of_the_parent_then_rerun_finishes_every_scene_once(tmp_path):
         assert bg.proc.poll() is None
         os.kill(bg.proc.pid, signal.SIGKILL)
         bg.proc.wait(timeout=30)
-        left = _wait_group_gone(bg.pgid, 60)
+        left = wait_group_gone(bg.pgid, 60)
         assert not left, f"workers outlived their SIGKILLed parent: {left}"
     finally:
         bg.close()
@@ -216,7 +110,7 @@ def test_sigkill_of_the_parent_then_rerun_finishes_every_scene_once(tmp_path):
     assert not (out / "summary.json").exists()
     assert 1 <= sum(l["status"] == "enhanced" for l in first) < len(scenes)
     for p in out.glob("*.wav"):       # whatever the killed run left under a final name is whole
-        _assert_whole_copy(src / p.name, p)
+        assert_whole_copy(src / p.name, p)
     existed = {p.name for p in out.glob("*.wav")}
 
     r = run_cli("enhance", src, "-o", out, *FAST)   # one worker life this time: quicker
@@ -231,8 +125,8 @@ def test_sigkill_of_the_parent_then_rerun_finishes_every_scene_once(tmp_path):
         status = next(l["status"] for l in second if Path(l["input"]).name == p.name)
         assert status == ("skipped" if p.name in existed else "enhanced"), p.name
         assert enhanced[p.name] <= 1, f"{p.name} enhanced {enhanced[p.name]} times"
-        _assert_whole_copy(p, out / p.name)
-    assert not _partials(out)
+        assert_whole_copy(p, out / p.name)
+    assert not partials(out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scenes_enhanced"] + summary["scenes_skipped"] == len(scenes)
     assert summary["scenes_skipped"] == len(existed) and summary["scenes_failed"] == 0
@@ -240,9 +134,9 @@ def test_sigkill_of_the_parent_then_rerun_finishes_every_scene_once(tmp_path):
 
 def test_sigint_stops_workers_and_leaves_no_partial_files(tmp_path):
     src = tmp_path / "scenes"
-    _good_scenes(src, 6, seconds=0.2)
+    good_scenes(src, 6, seconds=0.2)
     out = tmp_path / "out"
-    bg = _Background(["enhance", src, "-o", out, *FAST, "--max-scenes-per-worker", "1"], tmp_path)
+    bg = Background(["enhance", src, "-o", out, *FAST, "--max-scenes-per-worker", "1"], tmp_path)
     try:
         bg.wait_for(lambda: len(read_manifest(out / "manifest.jsonl")) >= 1, RUN_TIMEOUT_S,
                     "the first finished scene")
@@ -251,13 +145,13 @@ def test_sigint_stops_workers_and_leaves_no_partial_files(tmp_path):
         text = bg.text()
         assert rc == 130, text
         assert "interrupted" in text and "Traceback" not in text
-        left = _wait_group_gone(bg.pgid, 30)
+        left = wait_group_gone(bg.pgid, 30)
         assert not left, f"processes left after Ctrl-C: {left}"
     finally:
         bg.close()
-    assert not _partials(out)
+    assert not partials(out)
     for p in out.glob("*.wav"):
-        _assert_whole_copy(src / p.name, p)
+        assert_whole_copy(src / p.name, p)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True
     assert summary["scenes_enhanced"] == len(list(out.glob("*.wav")))
@@ -284,7 +178,7 @@ def test_only_unusable_scenes_exit_1_listing_each_failure(tmp_path):
 
 def test_unwritable_output_is_refused_with_exit_2(tmp_path):
     src = tmp_path / "scenes"
-    _good_scenes(src, 1)
+    good_scenes(src, 1)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     r = run_cli("enhance", src, "-o", blocker / "out", *FAST)
@@ -302,7 +196,7 @@ def test_unwritable_output_is_refused_with_exit_2(tmp_path):
 
 def test_bad_arguments_and_no_inputs_exit_2(tmp_path):
     src = tmp_path / "scenes"
-    _good_scenes(src, 1)
+    good_scenes(src, 1)
     r = run_cli("enhance", src)
     assert r.returncode == 2 and "-o/--out-dir" in r.stderr
     r = run_cli("enhance", src, "-o", tmp_path / "out", "--backend", "bs-roformer")
@@ -318,9 +212,9 @@ def test_bad_arguments_and_no_inputs_exit_2(tmp_path):
     assert not (tmp_path / "out").exists()   # refused runs create nothing
 
 
-def _empty_caches_env(tmp_path: Path) -> dict:
+def _empty_cachesenv_with(tmp_path: Path) -> dict:
     caches = tmp_path / "caches"
-    env = _env(HF_HOME=caches / "hf", HF_HUB_CACHE=caches / "hf" / "hub",
+    env = env_with(HF_HOME=caches / "hf", HF_HUB_CACHE=caches / "hf" / "hub",
                MODELSCOPE_CACHE=caches / "ms", HF_HUB_OFFLINE="1")
     for var in ("WHISPERJAV_ENHANCE_MOSSFORMER2_WEIGHTS", "WHISPERJAV_ENHANCE_ZIPENHANCER_WEIGHTS"):
         env.pop(var, None)
@@ -329,8 +223,8 @@ def _empty_caches_env(tmp_path: Path) -> dict:
 
 def test_missing_weights_exit_2_naming_where_it_looked(tmp_path):
     src = tmp_path / "scenes"
-    _good_scenes(src, 1)
-    env = _empty_caches_env(tmp_path)
+    good_scenes(src, 1)
+    env = _empty_cachesenv_with(tmp_path)
     r = run_cli("enhance", src, "-o", tmp_path / "out", "--backend", "mossformer2",
                 "--device", "cpu", env=env, cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
@@ -354,10 +248,10 @@ def test_missing_weights_exit_2_naming_where_it_looked(tmp_path):
 
 def test_auto_says_what_it_picked_and_why(tmp_path):
     src = tmp_path / "scenes"
-    scene = _good_scenes(src, 1, seconds=0.2)[0]
+    scene = good_scenes(src, 1, seconds=0.2)[0]
     out = tmp_path / "out"
     r = run_cli("enhance", src, "-o", out, "--device", "cpu", "--workers", "1",
-                env=_empty_caches_env(tmp_path), cwd=tmp_path)
+                env=_empty_cachesenv_with(tmp_path), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "auto picked deepfilternet" in r.stdout + r.stderr
     assert "mossformer2: no MossFormer2_SE_48K weights" in r.stdout + r.stderr
@@ -405,7 +299,8 @@ def test_help_lists_every_option_with_its_default(command):
                     "--max-drift-mb", "--vram-budget-gb", "--scene-timeout", "--batch-seconds",
                     "--output-sample-rate", "--overwrite", "--summary-json", "--executor",
                     "--ray-address", "--output-subtype", "--clip", "--window-seconds",
-                    "--overlap-seconds", "--debug", "--quiet", "--max-scene-seconds"):
+                    "--overlap-seconds", "--debug", "--quiet", "--max-scene-seconds",
+                    "--backend-option", "--dry-run", "--no-download"):
             assert opt in blocks, opt
         # With Ray the devices are the cluster's, not this machine's: the help says so.
         assert "--executor ray" in blocks["--device"] and "cluster" in blocks["--device"]
@@ -440,7 +335,7 @@ def test_readme_main_command_enhances_the_examples(tmp_path):
     assert words[0] == ".venv/bin/whisperjav-enhance", line
     out_index = words.index("-o") + 1
     args = [str(tmp_path / "out") if i == out_index else w for i, w in enumerate(words[1:], 1)]
-    r = run_cli(*args, env=_empty_caches_env(tmp_path), cwd=repo)
+    r = run_cli(*args, env=_empty_cachesenv_with(tmp_path), cwd=repo)
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["backend"] == "deepfilternet"

@@ -48,26 +48,30 @@ def enhance_scenes(inputs, out_dir, options: EnhanceOptions | None = None,
     run, and RunInterrupted (with ``.summary`` set) after Ctrl-C/SIGTERM stopped the workers.
     ``on_event`` receives the events of :mod:`whisperjav_enhance.events` as they happen.
     """
+    started = time.monotonic()  # the run's clock includes discovery, as the CLI's progress does
     options = options or EnhanceOptions()
     scenes = discover_scenes(inputs, out_dir)
     out_root = Path(os.path.abspath(out_dir))
     return run_scenes(scenes, out_root, options, policy or PoolPolicy(), on_event,
                       manifest_path=out_root / MANIFEST_NAME,
-                      summary_json=Path(summary_json) if summary_json else out_root / SUMMARY_NAME)
+                      summary_json=Path(summary_json) if summary_json else out_root / SUMMARY_NAME,
+                      started=started)
 
 
 def run_scenes(scenes: Sequence[Scene], out_dir: str | os.PathLike, options: EnhanceOptions,
                policy: PoolPolicy, on_event: EventCallback | None = None, *,
                manifest_path: str | os.PathLike | None = None,
                summary_json: str | os.PathLike | None = None,
-               state_dir: str | os.PathLike | None = None) -> RunSummary:
+               state_dir: str | os.PathLike | None = None,
+               started: float | None = None) -> RunSummary:
     """Run an already-built scene list (the drop-in builds its own output names).
 
     ``manifest_path``/``summary_json`` None: no manifest / no summary file. ``state_dir``: where
     the run's lock and settings records live (default ``out_dir``; the drop-in keeps WhisperJAV's
-    ``enhanced_scenes`` folder to the outputs alone).
+    ``enhanced_scenes`` folder to the outputs alone). ``started``: ``time.monotonic()`` when
+    the run began (default: now), the start of its wall clock.
     """
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     out_root = Path(os.path.abspath(out_dir))
     if not scenes:
         raise ConfigError("no scenes to enhance")

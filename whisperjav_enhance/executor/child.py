@@ -88,6 +88,8 @@ def _prepare(spec: WorkerSpec, log_path: str | None) -> None:
     faulthandler.enable(file=sys.stderr, all_threads=True)
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if hasattr(signal, "pthread_sigmask"):  # started with it blocked (local.py): now ignored
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     except (ValueError, OSError):  # not the main thread, or a platform without it
         pass
 

@@ -135,7 +135,6 @@ class Driver:
             lane.active = w
         else:
             lane.standbys.append(w)
-            self.ledger.emit(Log(f"worker {w.id} starting as warm standby on {lane.label}"))
         log.debug("start worker %d (%s) on %s: %s", w.id, role, lane.label, why)
         self.transport.start(w, self.policy)
         return True

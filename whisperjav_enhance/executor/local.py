@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -71,6 +72,23 @@ def _callers_main_hidden():
                 sys.modules["__main__"] = main
 
 
+@contextlib.contextmanager
+def _interrupts_held():
+    """A terminal's Ctrl-C reaches the whole process group: a worker still importing before its
+    entry point ignores SIGINT would die with a traceback on the parent's stderr. The child is
+    started with SIGINT blocked (it inherits the mask, and child.py ignores SIGINT before
+    unblocking); this process gets a Ctrl-C pressed meanwhile when the block ends. POSIX only:
+    Windows has no signal masks, and there the console's Ctrl-C is the parent's to handle."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class LocalTransport(Transport):
     """Spawned worker processes on this machine; see the module docstring."""
 
@@ -97,7 +115,7 @@ class LocalTransport(Transport):
             target=worker_main,
             args=(child_conn, w.id, w.lane.spec, policy, w.lane.threads, log_path),
             name=f"whisperjav-enhance-worker-{w.id}", daemon=True)
-        with _callers_main_hidden():
+        with _callers_main_hidden(), _interrupts_held():
             process.start()
         child_conn.close()  # ours is closed so the pipe reports EOF when the child dies
         w.handle, w.pid = _Process(process, parent_conn, log_path), process.pid
