@@ -127,8 +127,9 @@ def _add_model_options(g) -> None:
 
 def _add_worker_options(g) -> None:
     g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes per device (default: 1 per GPU; CPU-native backends "
-                        "one per 2 cores)")
+                   help="worker processes per device (default: 1 per GPU; on the CPU one per "
+                        "core for single-threaded runtimes such as DeepFilterNet3, one per 2 "
+                        "cores for torch backends)")
     g.add_argument("--max-scenes-per-worker", type=int, default=_POL.max_scenes_per_worker,
                    metavar="N", help="retire a worker after this many scenes "
                    + _d(_POL.max_scenes_per_worker))
