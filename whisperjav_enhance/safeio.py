@@ -201,16 +201,8 @@ def check_not_redirected(root: str | os.PathLike, folder: str | os.PathLike) -> 
         if is_link(where) or not where.is_dir():
             raise OutputError(f"{where} is a link or not a folder; outputs are never written "
                               "through links (it could lead outside the output folder)")
-    if not _is_within(folder_abs.resolve(), root_abs.resolve()):
+    if not folder_abs.resolve().is_relative_to(root_abs.resolve()):
         raise OutputError(f"{folder_abs} leads outside the output folder {root_abs}")
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

@@ -50,14 +50,6 @@ def path_key(relative: str) -> tuple:
     return tuple(natural_key(part) for part in relative.split("/"))
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
 def _same_file_key(path: Path) -> str:
     """Comparison key for "is this the same output?": case-folded where the OS folds case."""
     return os.path.normcase(os.path.normpath(str(path)))
@@ -73,8 +65,8 @@ def output_path_for(relative: str | os.PathLike, out_dir: Path) -> Path:
     target = (out_root / rel).with_suffix(OUTPUT_SUFFIX)
     # Lexically inside is not enough: an existing symlinked folder under OUT_DIR could still
     # lead elsewhere, so compare the resolved forms too.
-    if not _is_within(Path(os.path.abspath(target)), out_root) or \
-            not _is_within(target.resolve(), out_root.resolve()):
+    if not Path(os.path.abspath(target)).is_relative_to(out_root) or \
+            not target.resolve().is_relative_to(out_root.resolve()):
         raise ConfigError(f"output path {target} would be written outside {out_root}")
     return target
 
@@ -87,7 +79,7 @@ def _walk_folder(folder: Path, skip_under: Path | None) -> list[Path]:
     pending = [folder]
     while pending:
         here = pending.pop()
-        if skip_under is not None and _is_within(here.resolve(), skip_under):
+        if skip_under is not None and here.resolve().is_relative_to(skip_under):
             continue  # never take a run's own outputs as its inputs
         try:
             entries = list(os.scandir(here))
@@ -129,7 +121,7 @@ def discover_scenes(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
         if item.is_dir():
             # OUT_DIR inside an input folder: its files are this run's outputs, not scenes.
             nested = out_root.resolve()
-            skip = nested if _is_within(nested, item.resolve()) and nested != item.resolve() else None
+            skip = nested if nested.is_relative_to(item.resolve()) and nested != item.resolve() else None
             files = _walk_folder(item, skip)
             if files:
                 pairs.extend((f, f.relative_to(item).as_posix()) for f in files)
