@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv with the package (editable), every backend and the test tools, without ever
-# downloading a CUDA build of torch (constraints.txt pins torch). Safe to run again: it only adds
-# what is missing. A good run prints no ERROR line; a failing step prints pip's error and stops
+# downloading a CUDA build of torch (constraints.txt pins torch). Safe to run again: pip keeps
+# what already satisfies the pins, except clearvoice, which every run takes out and puts back (see
+# below). A good run prints no ERROR line; a failing step prints pip's error and stops
 # the script with a non-zero exit (set -e). README's "Installing" section shows the same steps by
 # hand for any venv.
 set -euo pipefail

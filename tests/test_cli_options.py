@@ -179,6 +179,42 @@ def test_dry_run_exits_2_where_a_run_would_refuse(tmp_path, case):
     assert "Traceback" not in r.stderr and not out.exists()
 
 
+def test_dry_run_plan_goes_to_the_path_checked_with_a_tilde_expanded(tmp_path):
+    """--summary-json '~/plan.json' (quoted: the shell left the ~) is checked and written as
+    $HOME/plan.json; no folder named ~ appears where the command ran."""
+    src, out, home, cwd = (tmp_path / n for n in ("scenes", "out", "home", "cwd"))
+    good_scenes(src, 1)
+    home.mkdir()
+    cwd.mkdir()
+    r = run_cli("enhance", src, "-o", out, *FAST, "--dry-run", "--summary-json", "~/plan.json",
+                env=dict(os.environ, HOME=str(home)), cwd=cwd)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((home / "plan.json").read_text())["dry_run"] is True
+    assert f"written to {home / 'plan.json'}" in " ".join(r.stdout.split())
+    assert list(cwd.iterdir()) == [] and not out.exists()
+
+
+def test_dry_run_plan_inside_out_dir_only_when_out_dir_exists(tmp_path):
+    src, out = tmp_path / "scenes", tmp_path / "out"
+    good_scenes(src, 1)
+    r = run_cli("enhance", src, "-o", out, *FAST, "--dry-run", "--summary-json",
+                out / "plans" / "plan.json", cwd=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "does not exist yet, and a dry run creates nothing" in " ".join(r.stderr.split())
+    assert not out.exists() and "Traceback" not in r.stderr
+    out.mkdir()
+    r = run_cli("enhance", src, "-o", out, *FAST, "--dry-run", "--summary-json",
+                out / "plans" / "plan.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((out / "plans" / "plan.json").read_text())["dry_run"] is True
+    assert sorted(p.name for p in out.rglob("*")) == ["plan.json", "plans"]
+
+
+def test_unknown_options_are_still_refused_with_exit_2(tmp_path):
+    r = run_cli("enhance", tmp_path, "-o", tmp_path / "out", "--no-such-option", timeout=60)
+    assert r.returncode == 2 and "unrecognized arguments: --no-such-option" in r.stderr
+
+
 def test_dry_run_on_a_busy_out_dir_exits_2_naming_the_run(tmp_path):
     src, out = tmp_path / "scenes", tmp_path / "out"
     good_scenes(src, 6)

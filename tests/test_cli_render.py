@@ -93,6 +93,24 @@ def test_rate_means_audio_enhanced_per_second_since_the_start_and_eta_waits_for_
     assert "start-up included" in RATE_MEANING
 
 
+@pytest.mark.parametrize("audio_s, wall_s, shown", [(0.0, 2.0, "0.0 audio s/s"),  # all skipped
+                                                     (30.0, 4.0, "7.5 audio s/s"),
+                                                     (0.0, 0.0, "n/a")])          # no time yet
+def test_the_table_shows_the_rate_summary_json_holds(audio_s, wall_s, shown):
+    from whisperjav_enhance.summary import RunSummary
+    from whisperjav_enhance.cli.table import summary_rows
+
+    summary = RunSummary(scenes=(), backend="passthrough", backend_note="", weights={},
+                         device="cpu", executor="pool", out_dir="/out", manifest_path=None,
+                         summary_path=None, run_id="r", workers_started=0, recycles={},
+                         worker_crashes=0, audio_seconds=audio_s, wall_seconds=wall_s,
+                         peak_vram_mib=None)
+    rate_row = dict(summary_rows(summary, False))["rate"]
+    assert rate_row.startswith(shown + " ") and RATE_MEANING in rate_row
+    in_json = summary.as_dict()["audio_seconds_per_second"]
+    assert (in_json is None) if shown == "n/a" else float(shown.split()[0]) == in_json
+
+
 @pytest.fixture
 def short_path():
     """A folder with a short absolute path: scene paths fit on one line of a notice."""

@@ -8,6 +8,7 @@ machine), so each spawning test starts as few workers as its point needs."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -613,3 +614,25 @@ def test_an_output_is_exactly_as_long_as_its_scene_when_the_backend_runs_at_anot
         import soundfile as sf
 
         assert sf.info(task.output_path).frames == sf.info(task.input_path).frames
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_while_a_worker_is_being_started_stops_the_run_cleanly(tmp_path, monkeypatch):
+    # Review find: a Ctrl-C held during a worker's start fired before the transport had recorded
+    # the process, and stopping the workers then failed with AttributeError (no summary).
+    import multiprocess.process as mpp
+
+    real_start = mpp.BaseProcess.start
+    pids = []
+
+    def start_then_ctrl_c(self):
+        real_start(self)
+        pids.append(self.pid)
+        os.kill(os.getpid(), signal.SIGINT)   # held until the worker is recorded
+
+    monkeypatch.setattr(mpp.BaseProcess, "start", start_then_ctrl_c)
+    tasks = make_tasks(tmp_path, [("s0", 0.1), ("s1", 0.1)])
+    with pytest.raises(RunInterrupted, match="Ctrl-C"):
+        run_pool(tasks, units_of([[0], [1]]), [faulty_spec(**SMALL_WINDOWS)], PoolPolicy(**SAFE))
+    assert pids and not any(Path(t.output_path).exists() for t in tasks)
+    assert_workers_gone(pids)

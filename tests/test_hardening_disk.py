@@ -14,8 +14,8 @@ import soundfile as sf
 
 from _mounts import ext4, fill, small_fs, tmpfs  # noqa: F401 (fixtures)
 from whisperjav_enhance import audio
-from whisperjav_enhance.diskspace import (DiskFull, ROOM_MARGIN_BYTES, describe_free_space,
-                                          ensure_room, format_bytes, has_room)
+from whisperjav_enhance.diskspace import (DiskFull, ROOM_MARGIN_BYTES, ensure_room, format_bytes,
+                                          free_bytes)
 from whisperjav_enhance.errors import OutputError
 from whisperjav_enhance.manifest import Manifest, read_manifest, write_json_atomic
 from whisperjav_enhance.outdir import OutputRecords, hold_out_dir
@@ -117,14 +117,15 @@ def test_summary_on_a_full_disk_fails_clearly_and_keeps_the_old_one(small_fs):
 
 def test_room_check_before_computing_a_scene(tmpfs):
     free = os.statvfs(tmpfs).f_bavail * os.statvfs(tmpfs).f_frsize
-    assert has_room(tmpfs, free - ROOM_MARGIN_BYTES - 4096)
-    assert not has_room(tmpfs, free)
-    ensure_room(tmpfs, 1024, "scene_1.wav")
+    assert free_bytes(tmpfs) == free == free_bytes(tmpfs / "not" / "made" / "yet")
+    ensure_room(tmpfs, free - ROOM_MARGIN_BYTES - 4096, "scene_1.wav")   # fits with the margin
+    with pytest.raises(DiskFull):
+        ensure_room(tmpfs, free - ROOM_MARGIN_BYTES + 1, "scene_1.wav")  # fits only without it
     with pytest.raises(DiskFull) as info:
         ensure_room(tmpfs, 64 << 20, "scene_1.wav")
     assert info.value.reason == "disk_full" and "scene_1.wav" in str(info.value)
-    assert "free on" in str(info.value) and info.value.free_bytes == free
-    assert describe_free_space(tmpfs).endswith(f"free on {tmpfs}")
+    assert f"{format_bytes(free)} is free on {tmpfs}" in str(info.value)
+    assert info.value.free_bytes == free
 
 
 @pytest.mark.parametrize("n, text", [(0, "0 B"), (1023, "1023 B"), (2048, "2 KiB"),

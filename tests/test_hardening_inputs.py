@@ -191,3 +191,38 @@ def test_valid_output_sample_rates_and_the_writer_refuses_the_rest(tmp_path):
     with pytest.raises(ValueError, match="4000 to 384000"):
         audio.write_audio_atomic(tmp_path / "o.wav", np.zeros(10, np.float32), 1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_wav_cut_off_inside_its_header_fails_alone(tmp_path):
+    """Review find: struct.unpack on a short read of the fmt chunk escaped as a traceback."""
+    from whisperjav_enhance import audio
+    from whisperjav_enhance.errors import AudioError
+
+    cut = tmp_path / "cut_header.wav"
+    cut.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00")  # fmt body cut at 2 bytes
+    with pytest.raises(AudioError) as info:
+        audio.probe(cut)
+    assert info.value.reason == "unreadable"
+
+
+def test_a_link_to_a_scene_is_read_and_a_pipe_swapped_in_after_the_look_is_refused(tmp_path,
+                                                                                    monkeypatch):
+    """Inputs follow links (a link to a scene is a scene); a FIFO that replaces the file between
+    the metadata check and the open is refused by the open (never blocks, never decoded)."""
+    real = tmp_path / "real.wav"
+    write_tone(real, 0.1)
+    link = tmp_path / "link.wav"
+    link.symlink_to(real)
+    assert audio.probe(link).frames == audio.probe(real).frames
+
+    swapped = tmp_path / "swapped.wav"
+    write_tone(swapped, 0.1)
+    looked = os.stat(swapped)        # what the metadata check saw: a regular file
+    swapped.unlink()
+    os.mkfifo(swapped)               # what the open meets
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: looked if str(p) == str(swapped)
+                        else real_stat(p, *a, **k))
+    assert _probe_without_blocking(swapped) == Reason.NOT_A_FILE
+    with pytest.raises(AudioError, match=r"is a pipe \(FIFO\), not an audio file"):
+        audio.probe(swapped)

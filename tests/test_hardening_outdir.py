@@ -22,7 +22,8 @@ from whisperjav_enhance.errors import ConfigError, OutputError
 from whisperjav_enhance.fingerprints import (changed_settings, fingerprint, output_settings,
                                              weights_identity)
 from whisperjav_enhance.outdir import (COMPACT_SLACK, LOCK_NAME, RECORDS_NAME, Match, OutDirBusy,
-                                       OutputRecords, hold_out_dir, remove_stale_temporaries)
+                                       OutputRecord, OutputRecords, hold_out_dir,
+                                       remove_stale_temporaries)
 
 HOLDER = """
 import sys, time
@@ -204,3 +205,40 @@ def test_records_are_compacted_when_reruns_pile_them_up(tmp_path):
         assert OutputRecords(out, lock).lookup(made).fingerprint == f"v1-{COMPACT_SLACK + 9}"
     assert len((out / RECORDS_NAME).read_text().splitlines()) == 1
     assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_NAME, RECORDS_NAME, made.name])
+
+
+def test_an_output_removed_before_its_record_is_a_record_problem_not_a_crash(tmp_path):
+    """A neighbour removing the output between its rename and its record: an OutputError for the
+    run to report (a record problem), never a bare FileNotFoundError; the records stay whole."""
+    out = tmp_path / "out"
+    kept, gone = _output(out), _output(out, "gone.wav")
+    with hold_out_dir(out) as lock, OutputRecords(out, lock) as records:
+        records.record(kept, "v1-a", {"backend": "x"}, run_id="r")
+        before = (out / RECORDS_NAME).read_bytes()
+        gone.unlink()
+        with pytest.raises(OutputError, match=f"cannot record {gone}: No such file") as info:
+            records.record(gone, "v1-a", run_id="r")
+        assert not isinstance(info.value, FileNotFoundError)
+        records.record(kept, "v1-b", run_id="r")   # the next record still goes in
+    lines = (out / RECORDS_NAME).read_bytes()
+    assert lines.startswith(before) and lines.count(b"\n") == 2
+    assert OutputRecords(out).lookup(kept).fingerprint == "v1-b"
+
+
+def test_a_record_line_reads_back_as_the_same_record(tmp_path):
+    rec = OutputRecord("sub/シーン 1.wav", "v1-a", {"backend": "x", "n": [1, 2]}, 10, 123, None)
+    line = rec.to_line()
+    assert line.endswith("\n") and line.count("\n") == 1 and "シーン" in line
+    assert OutputRecord.from_line(line) == rec
+    for bad in ("", "[]", '{"output": 1, "fp": "a", "size": 1, "mtime_ns": 1}',
+                '{"output": "a", "fp": "a", "size": 1.5, "mtime_ns": 1}', line[:-10]):
+        assert OutputRecord.from_line(bad) is None, bad
+
+
+def test_an_out_dir_that_is_a_dangling_link_is_refused_as_not_a_folder(tmp_path):
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputError, match="exists and is not a folder"):
+        with hold_out_dir(out):
+            pass
+    assert not (tmp_path / "nowhere").exists()

@@ -5,9 +5,12 @@ output fits as its temporary."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -220,7 +223,7 @@ def test_any_name_that_fits_as_an_output_fits_as_its_temporary(tmp_path, name):
 def test_short_names_keep_their_whole_stem_in_the_temporary():
     temp = temporary_name("scene_0001.wav", "abc123")
     assert temp.startswith(".scene_0001~") and temp.endswith(".abc123.partial")
-    assert atomic.is_partial_file(Path(temp))
+    assert partial_matcher("/out/scene_0001.wav").fullmatch(temp)
 
 
 def test_partials_are_matched_per_output_even_when_long_names_share_a_prefix(tmp_path):
@@ -243,3 +246,101 @@ def test_a_failed_write_leaves_no_temporary(tmp_path):
             fh.write(b"half")
             raise RuntimeError("boom")
     assert list(out.iterdir()) == []
+
+
+def test_older_versions_temporaries_are_matched_exactly_as_mkstemp_named_them():
+    """tempfile.mkstemp(prefix=".<stem>.", suffix=".partial"): 8 characters of [a-z0-9_]."""
+    import tempfile
+
+    matches = partial_matcher("/out/short.wav").fullmatch
+    assert len(next(tempfile._get_candidate_names())) == 8
+    assert matches(".short.k2j4_x9a.partial") and matches(".short.zzzzzzzz.partial")
+    for other in (".short.abc.partial",            # another program's, not mkstemp's
+                  ".short.k2j4_x9a1.partial", ".short.K2J4X9AB.partial", ".short.a.b.c.d.partial",
+                  ".short.wav.k2j4_x9a.partial", ".shorter.k2j4_x9a.partial"):
+        assert not matches(other), other
+
+
+def _temporaries(folder: Path, output_name: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    made = [folder / temporary_name(output_name), folder / ".x.k2j4_x9a.partial"]
+    for p in made:
+        p.write_bytes(b"x")
+    return made
+
+
+@pytest.mark.parametrize("dir_fd", [True, False], ids=["posix-dir-fd", "portable-check"])
+def test_clean_up_never_goes_through_a_linked_subfolder(tmp_path, monkeypatch, dir_fd):
+    """A sub-folder swapped for a link (to another folder holding files named like our
+    temporaries) is neither scanned nor emptied, with OUT_DIR given or not."""
+    if dir_fd and not safeio.HAVE_DIR_FD:
+        pytest.skip("no directory descriptors on this platform")
+    monkeypatch.setattr(atomic, "HAVE_DIR_FD", dir_fd)
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    bait = _temporaries(elsewhere, "x.wav")
+    mine = _temporaries(out / "real", "x.wav")
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    outputs = [out / "sub" / "x.wav", out / "real" / "x.wav", out / "missing" / "x.wav"]
+    assert find_partials(outputs, root=out) == sorted(mine)
+    assert find_partials(outputs) == sorted(mine)
+    assert remove_partials(outputs) == sorted(mine)
+    assert all(p.exists() for p in bait) and not any(p.exists() for p in mine)
+    mine = _temporaries(out / "real", "x.wav")
+    assert remove_partials(outputs, root=out) == sorted(mine)
+    assert remove_partials([tmp_path / "x.wav"], root=out) == []     # outside OUT_DIR: never
+    assert all(p.exists() for p in bait)
+
+
+def test_a_temporary_linked_elsewhere_is_removed_as_a_link(tmp_path):
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    out.mkdir()
+    victim.write_text("keep")
+    link = out / temporary_name("x.wav")
+    link.symlink_to(victim)
+    assert remove_partials([out / "x.wav"], root=out) == [link]
+    assert victim.read_text() == "keep"
+
+
+# -- flushing --------------------------------------------------------------------------------------
+def test_the_rename_is_flushed_with_one_fsync_of_the_folder(tmp_path, monkeypatch):
+    if not safeio.HAVE_DIR_FD:
+        pytest.skip("folders are flushed only where they can be opened (POSIX)")
+    out = tmp_path / "out"
+    calls = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        folder = stat.S_ISDIR(os.fstat(fd).st_mode)
+        calls.append(("folder" if folder else "file", (out / "x.json").exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_json_atomic(out / "x.json", {"a": 1}, root=out)
+    assert calls == [("file", False), ("folder", True)]   # data first; the folder after the rename
+
+
+def test_a_filesystem_that_cannot_flush_folders_still_gets_its_output(tmp_path, monkeypatch):
+    if not safeio.HAVE_DIR_FD:
+        pytest.skip("folders are flushed only where they can be opened (POSIX)")
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert write_json_atomic(tmp_path / "x.json", {"a": 1}) == tmp_path / "x.json"
+    assert (tmp_path / "x.json").read_text().startswith("{")
+
+
+# -- Windows: which reparse points are links -------------------------------------------------------
+@pytest.mark.parametrize("tag, is_link", [(0xA0000003, True),    # a junction (mount point)
+                                          (0x9000601A, False),   # a OneDrive placeholder
+                                          (0x80000013, False)])  # a deduplicated file
+def test_only_junctions_among_reparse_points_count_as_links(tag, is_link):
+    reparse = SimpleNamespace(st_file_attributes=stat.FILE_ATTRIBUTE_REPARSE_POINT,
+                              st_reparse_tag=tag)
+    assert safeio._is_junction(reparse) is is_link
+    assert not safeio._is_junction(SimpleNamespace(st_file_attributes=0, st_reparse_tag=0xA0000003))
+    assert not safeio._is_junction(os.lstat(__file__))   # POSIX: no such fields

@@ -15,8 +15,7 @@ import pytest
 
 from whisperjav_enhance.backends import backend_class, parse_backend_spec, select_backend
 from whisperjav_enhance.backends.base import WeightsInfo
-from whisperjav_enhance.backends.hosted import (HostedRecipe, available_hosted, hosted_class,
-                                                UNAVAILABLE_TAG)
+from whisperjav_enhance.backends.hosted import HostedRecipe, available_hosted, hosted_class
 from whisperjav_enhance.errors import BackendUnavailable, ConfigError, SceneError
 from whisperjav_stub.harness import forget_whisperjav, pipeline_scenes, use_stub, wav_format
 
@@ -98,15 +97,20 @@ def test_load_and_enhance_scene_in_process(monkeypatch):
     assert y48.shape == x48.shape and np.max(np.abs(y48[200:-200] - x48[200:-200])) < 0.02
 
     flaky = _loaded('whisperjav:flaky{"fail_over_s":0.01,"unavailable_over_s":0.5}')
-    flaky.observe_scenes(["a.wav", "b.wav", "a.wav"], [x48, np.zeros(48_000, np.float32), x48])
-    with pytest.raises(SceneError, match="did not clean this scene: a 0.10 s scene") as first:
+    with pytest.raises(SceneError) as failed:
         flaky.enhance_scene(x48)
-    assert first.value.reason == "backend_error"
-    with pytest.raises(SceneError, match=UNAVAILABLE_TAG):
+    assert failed.value.reason == "backend_error"
+    assert str(failed.value) == ("flaky (standard) did not clean this scene: a 0.10 s scene is "
+                                 "longer than 0.01 s")
+    with pytest.raises(SceneError) as gave_up:   # WhisperJAV's SpeechEnhancerUnavailable
         flaky.enhance_scene(np.zeros(48_000, np.float32))
-    with pytest.raises(SceneError) as again:   # the same scene again: not computed twice
+    assert gave_up.value.reason == "enhancer_unavailable"
+    assert str(gave_up.value) == "the flaky enhancer gave up for good on a 1.00 s scene"
+    from whisperjav.modules.speech_enhancement.base import SpeechEnhancerUnavailable
+
+    assert isinstance(gave_up.value.__cause__, SpeechEnhancerUnavailable)
+    with pytest.raises(SceneError):   # nothing remembered: the same scene is computed again
         flaky.enhance_scene(x48)
-    assert again.value is first.value
 
 
 def test_load_failures_are_backend_unavailable(monkeypatch):
@@ -128,6 +132,21 @@ def test_available_hosted_lists_the_factorys_enhancers(monkeypatch):
                                           "MossFormerGAN_SE_16K", "MossFormer2_SS_16K")
     assert infos["bs-roformer"].spelling == "whisperjav:bs-roformer" and infos["bs-roformer"].available
     assert (infos["htdemucs"].available, infos["htdemucs"].hint) == (False, "pip install demucs")
+
+    # an object that cannot name its models lists none, and is still cleaned up
+    from whisperjav.modules.speech_enhancement.backends.faulty import FlakyEnhancer
+
+    cleaned = []
+
+    def broken_listing(self):
+        raise RuntimeError("no model list")
+
+    monkeypatch.setattr(FlakyEnhancer, "get_supported_models", broken_listing)
+    monkeypatch.setattr(FlakyEnhancer, "cleanup", lambda self: cleaned.append(self.name))
+    infos = {i.backend: i for i in available_hosted()}
+    assert (infos["flaky"].available, infos["flaky"].models) == (True, ())
+    assert cleaned == ["flaky"]
+    assert infos["crashy"].models == ("sigkill", "exit")
 
 
 def test_one_import_line_takes_every_name(monkeypatch):

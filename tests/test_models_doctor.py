@@ -1,5 +1,5 @@
 """What `models` and `doctor` report (whisperjav_enhance.inventory) and how the CLI renders a
-weights download (cli._Renderer): the reports in-process, the renderer on an 80-column terminal
+weights download (cli.Renderer): the reports in-process, the renderer on an 80-column terminal
 and on plain output."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.console import Console
 from whisperjav_enhance import inventory, weights
 from whisperjav_enhance.backends import CANONICAL, backend_class
 from whisperjav_enhance.backends.base import BackendOption
-from whisperjav_enhance.cli import _Renderer
+from whisperjav_enhance.cli import Renderer as _Renderer
 from whisperjav_enhance.events import DownloadFinished, DownloadProgress, DownloadStarted
 
 
@@ -139,7 +139,7 @@ def test_download_renders_as_lines_when_not_a_terminal():
         renderer(event)
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("downloading mossformer2 weights")
-    assert sum("last_best_checkpoint.pt: 211.3 MiB received" in ln for ln in lines) == 1
+    assert sum("last_best_checkpoint.pt: 211 MiB received" in ln for ln in lines) == 1
     assert "  last_best_checkpoint: 24 B received" in lines
     assert lines[-1].startswith("weights ready in /cache/hub/models--x/snapshots/abc (12.5 s")
     assert all(len(ln) <= 80 for ln in lines[1:-1])

@@ -77,7 +77,8 @@ def test_hosted_enhancer_runs_in_recycled_workers_at_16k(tmp_path, monkeypatch):
 
 
 def test_partial_failure_under_1_9_gives_16k_copies_and_one_line(tmp_path, monkeypatch):
-    use_stub(monkeypatch, "1.9")
+    log = tmp_path / "calls.jsonl"
+    use_stub(monkeypatch, "1.9", log)
     scenes = pipeline_scenes(tmp_path / "scenes", [0.2, 0.6, 0.25, 0.7])
     # a setting that differs from its default travels to the worker (0.5 s would pass 0.6 s)
     enhancer = _factory()("flaky", fail_over_s=0.55)
@@ -100,6 +101,9 @@ def test_partial_failure_under_1_9_gives_16k_copies_and_one_line(tmp_path, monke
     assert degradations[0].startswith("2 of 4 scenes went through without being cleaned up by "
                                       "flaky (standard) (first: movie_scene_0001.wav: ")
     assert degradations[0].endswith("a 0.60 s scene is longer than 0.55 s)")
+    # a failing scene fails alone: every scene went through the enhancer exactly once
+    lengths = sorted(c["samples"] for c in read_log(log) if c["event"] == "enhance")
+    assert lengths == sorted(sf.info(str(s[0])).frames for s in scenes)
     # the stand-in's own helper, run in this process, returns the same names
     from whisperjav.modules.speech_enhancement.pipeline_helper import enhance_scenes as theirs
 
@@ -130,10 +134,20 @@ def test_unavailable_raised_by_the_enhancer_propagates(tmp_path, monkeypatch):
     use_stub(monkeypatch, "1.9")
     from whisperjav.modules.speech_enhancement.base import SpeechEnhancerUnavailable
 
-    scenes = pipeline_scenes(tmp_path / "scenes", [0.2, 0.4])
+    scenes = pipeline_scenes(tmp_path / "scenes", [0.2, 0.4, 0.25])
     enhancer = _factory()("flaky", unavailable_over_s=0.3)
-    with pytest.raises(SpeechEnhancerUnavailable, match="gave up for good on a 0.40 s scene"):
-        enhance_scenes(scenes, enhancer, tmp_path, options=CPU, policy=ONE_WORKER)
+    events = []
+    with pytest.raises(SpeechEnhancerUnavailable) as info:
+        enhance_scenes(scenes, enhancer, tmp_path, options=CPU, policy=ONE_WORKER,
+                       on_event=events.append)
+    # the enhancer's own words, naming the scene, and nothing of ours
+    assert str(info.value) == ("movie_scene_0001.wav: the flaky enhancer gave up for good on a "
+                               "0.40 s scene")
+    finished = {Path(e.input_path).name: e for e in events if isinstance(e, SceneFinished)}
+    assert (finished["movie_scene_0001.wav"].status,
+            finished["movie_scene_0001.wav"].reason) == ("failed", "enhancer_unavailable")
+    assert {finished[n].status for n in ("movie_scene_0000.wav", "movie_scene_0002.wav")} == \
+        {"enhanced"}   # the other scenes were still enhanced
 
 
 def test_crashing_enhancer_is_quarantined(tmp_path, monkeypatch):

@@ -18,9 +18,12 @@ from conftest import write_tone
 from whisperjav_enhance.audio import resample
 from whisperjav_enhance.config import EnhanceOptions, PoolPolicy
 from whisperjav_enhance.errors import ConfigError, EnhanceError, WeightsError
+from whisperjav_enhance.events import RunStarted, WorkerStarted
 from whisperjav_enhance.integrations import whisperjav as dropin
 from whisperjav_enhance.integrations.whisperjav import (PoolEnhancer, enhance_scenes,
-                                                        enhancer_spec)
+                                                        enhance_single_audio, enhancer_spec,
+                                                        resample_scenes)
+from whisperjav_enhance.outdir import LOCK_NAME, RECORDS_NAME
 from whisperjav_stub.harness import forget_whisperjav, pipeline_scenes, use_stub, wav_format
 
 CPU = EnhanceOptions(device="cpu")
@@ -252,3 +255,60 @@ def test_enhancer_spellings_and_shim():
     shim.cleanup()  # idempotent, as WhisperJAV's contract requires
     hosted = PoolEnhancer("ffmpeg-dsp", "amplify", hosted_settings={"gain_db": 3.0})
     assert enhancer_spec(hosted) == 'whisperjav:ffmpeg-dsp:amplify{"gain_db":3.0}'
+
+
+def _state_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob(".whisperjav-enhance.*"))
+
+
+def test_lock_and_records_stay_in_the_callers_folders(tmp_path, no_whisperjav):
+    # enhance_single_audio writes only beside its output, never in the folder above it (which
+    # need not be writable: /home/u/x.wav must not lock /home)
+    above = tmp_path / "home"
+    source = above / "u" / "x.wav"
+    write_tone(source, 0.2)
+    above.chmod(0o555)   # refuses a non-root user; as root the asserts below still decide
+    try:
+        out = enhance_single_audio(source, "none", options=CPU, policy=ONE_WORKER)
+        elsewhere = enhance_single_audio(source, "none", tmp_path / "other" / "y.wav",
+                                         options=CPU, policy=ONE_WORKER)
+    finally:
+        above.chmod(0o755)
+    assert out == source.with_name("x_enhanced.wav") and wav_format(out) == (16_000, 1, "PCM_16")
+    assert elsewhere == tmp_path / "other" / "y.wav" and wav_format(elsewhere)[0] == 16_000
+    assert _state_files(source.parent) == [LOCK_NAME, RECORDS_NAME]
+    assert _state_files(tmp_path / "other") == [LOCK_NAME, RECORDS_NAME]
+    assert _state_files(above) == [] and _state_files(tmp_path) == []
+
+    # the scene helpers keep theirs in temp_dir, beside the folders that hold only outputs
+    scenes = pipeline_scenes(tmp_path / "scenes", [0.2, 0.3])
+    temp_dir = tmp_path / "work" / "temp"
+    temp_dir.mkdir(parents=True)
+    enhanced = enhance_scenes(scenes, "none", temp_dir, options=CPU, policy=ONE_WORKER)
+    resampled = resample_scenes(scenes, temp_dir, options=CPU, policy=ONE_WORKER)
+    assert {got[0].parent for got in enhanced} == {temp_dir / "enhanced_scenes"}
+    assert {got[0].parent for got in resampled} == {temp_dir / "resampled_scenes"}
+    assert _state_files(temp_dir) == [LOCK_NAME, RECORDS_NAME]
+    for folder in (temp_dir / "enhanced_scenes", temp_dir / "resampled_scenes",
+                   temp_dir.parent, tmp_path / "scenes"):
+        assert _state_files(folder) == [], folder
+
+
+def test_ctrl_c_while_making_the_16k_copies_reaches_the_pipeline(tmp_path, no_whisperjav):
+    scenes, bad, clash, temp_dir = _contract_scenes(tmp_path)
+    runs = []
+
+    def on_event(event):
+        if isinstance(event, RunStarted):
+            runs.append(event)
+        elif isinstance(event, WorkerStarted) and len(runs) == 2:
+            raise KeyboardInterrupt   # Ctrl-C once the copies' worker is up
+
+    with pytest.raises(KeyboardInterrupt, match="interrupted; workers stopped"):
+        enhance_scenes(scenes, "none", temp_dir, options=CPU, policy=ONE_WORKER,
+                       on_event=on_event)
+    assert len(runs) == 2 and runs[1].scenes_total == 2   # the copies of the two failed scenes
+    expected = {f"movie_scene_{i:04d}_enhanced.wav" for i in range(4)}
+    left = {p.name for p in (temp_dir / "enhanced_scenes").iterdir()}
+    assert expected <= left <= expected | {"movie_scene_0001_original_16000.wav",
+                                           "movie_scene_0004_original_16000.wav"}

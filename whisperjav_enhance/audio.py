@@ -24,10 +24,10 @@ import numpy as np
 import soundfile as sf
 
 from .atomic import atomic_fd
-from .containers import wav_declared_size
+from .containers import FdReader, wav_declared_size
 from .diskspace import format_bytes
 from .errors import AudioError, ConfigError, OutputError
-from .safeio import HAVE_DIR_FD, file_kind, write_all
+from .safeio import NotRegularFile, file_kind, open_regular, write_all
 from .status import Reason
 
 # Bounds outside which a file is rejected rather than enhanced. Module-level so tests can shrink them.
@@ -184,10 +184,13 @@ def _open_input(path: Path):
     refused from their metadata, before anything opens them."""
     fd = _open_input_fd(path)
     try:
-        declared = wav_declared_size(_FdReader(fd), os.fstat(fd).st_size)
-        os.lseek(fd, 0, os.SEEK_SET)
         try:
-            snd = sf.SoundFile(fd, closefd=False) if HAVE_DIR_FD else sf.SoundFile(str(path))
+            declared = wav_declared_size(FdReader(fd), os.fstat(fd).st_size)
+            os.lseek(fd, 0, os.SEEK_SET)
+        except OSError as exc:  # an I/O error under the header: this scene only
+            raise _unreadable(path, exc) from exc
+        try:
+            snd = _soundfile(fd, path)
         except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/TypeError variants
             raise AudioError(Reason.UNREADABLE,
                              f"{path}: not a readable audio file ({_one_line(exc)})") from exc
@@ -197,30 +200,35 @@ def _open_input(path: Path):
         os.close(fd)
 
 
+def _soundfile(fd: int, path: Path) -> sf.SoundFile:
+    """libsndfile on the checked descriptor. Windows reopens the path: a descriptor there is an
+    index into one C runtime's table and libsndfile's DLL has its own (and a swap could put no
+    FIFO or device there: Windows has none in the file namespace)."""
+    return sf.SoundFile(str(path)) if os.name == "nt" else sf.SoundFile(fd, closefd=False)
+
+
 def _open_input_fd(path: Path) -> int:
-    """A read descriptor of ``path`` (links followed: a link to a scene is a scene)."""
+    """A blocking read descriptor of the regular file ``path`` (links followed: a link to a scene
+    is a scene). Pipes and devices are refused from their metadata before anything opens them
+    (opening a device can act on it); one swapped in after that look is refused by the open."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         link = f" (a link to {os.readlink(path)}, which does not exist)" if os.path.islink(path) else ""
         raise AudioError(Reason.MISSING, f"{path}: file does not exist{link}") from None
     except OSError as exc:
-        raise AudioError(Reason.UNREADABLE, f"{path}: cannot be read ({exc.strerror or exc})") from exc
+        raise _unreadable(path, exc) from exc
     _require_regular(path, st)
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        # O_NONBLOCK: should a pipe replace the file after the stat, opening it does not wait.
-        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+        fd = open_regular(path, os.O_RDONLY, follow_links=True)
     except FileNotFoundError:
         raise AudioError(Reason.MISSING, f"{path}: file does not exist") from None
+    except NotRegularFile as exc:
+        raise _not_a_file(path, exc.strerror) from None
     except OSError as exc:
-        raise AudioError(Reason.UNREADABLE, f"{path}: cannot be read ({exc.strerror or exc})") from exc
+        raise _unreadable(path, exc) from exc
     try:
-        _require_regular(path, os.fstat(fd))
-        if HAVE_DIR_FD:
-            import fcntl
-
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        _require_regular(path, os.fstat(fd))  # the size, as the file now is
     except BaseException:
         os.close(fd)
         raise
@@ -229,23 +237,18 @@ def _open_input_fd(path: Path) -> int:
 
 def _require_regular(path: Path, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise AudioError(Reason.NOT_A_FILE, f"{path} is {file_kind(st.st_mode)}, not an audio "
-                         "file; name the scene files (or their folder) instead")
+        raise _not_a_file(path, f"is {file_kind(st.st_mode)}")
     if st.st_size == 0:
         raise AudioError(Reason.EMPTY, f"{path}: file is empty (0 bytes)")
 
 
-class _FdReader:
-    """The two calls the header parser needs, on a raw descriptor."""
+def _not_a_file(path: Path, what: str) -> AudioError:  # what: e.g. "is a pipe (FIFO)"
+    return AudioError(Reason.NOT_A_FILE, f"{path} {what}, not an audio file; name the scene "
+                      "files (or their folder) instead")
 
-    def __init__(self, fd: int):
-        self.fd = fd
 
-    def seek(self, pos: int) -> None:
-        os.lseek(self.fd, pos, os.SEEK_SET)
-
-    def read(self, n: int) -> bytes:
-        return os.read(self.fd, n)
+def _unreadable(path: Path, exc: OSError) -> AudioError:
+    return AudioError(Reason.UNREADABLE, f"{path}: cannot be read ({exc.strerror or exc})")
 
 
 def resample(audio: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:

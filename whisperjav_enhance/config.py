@@ -114,7 +114,9 @@ class PoolPolicy:
     vram_budget_gb: float | None = None    # per-worker allocator cap (GiB); None = what is free
     scene_timeout_s: float = 600.0         # watchdog: longest a busy worker may go without
                                            # finishing a scene or a forward (a hang, not a slow
-                                           # long scene: forwards keep it alive)
+                                           # long scene: forwards keep it alive; whole-scene
+                                           # backends get more per scene second, see
+                                           # executor/driver.py WHOLE_SCENE_S_PER_AUDIO_S)
     startup_timeout_s: float = 300.0       # longest a worker may take to load its model
     warm_standby: bool = True              # start a replacement while the retiring worker works
     max_standby_workers: int = 1           # warm standbys per worker slot at most; more only help

@@ -8,6 +8,7 @@ count; a cut FLAC is caught when fewer frames decode, see audio.read_audio.)"""
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -50,9 +51,15 @@ def wav_declared_size(fh, file_size: int) -> DeclaredSize | None:
         cid, size = hdr[:4], struct.unpack("<I", hdr[4:])[0]
         body = pos + 8
         if cid == b"ds64" and size >= 16:
-            ds64_data = struct.unpack("<QQ", fh.read(16))[1]
+            fields = _read_struct(fh, "<QQ")
+            if fields is None:
+                return None  # cut off inside its header: the decoder reports the file
+            ds64_data = fields[1]
         elif cid == b"fmt " and size >= 14:
-            block_align = struct.unpack("<HHIIH", fh.read(14))[4]
+            fields = _read_struct(fh, "<HHIIH")
+            if fields is None:
+                return None
+            block_align = fields[4]
         elif cid == b"data":
             if rf64 and size == 0xFFFFFFFF and ds64_data is not None:
                 size = ds64_data
@@ -68,4 +75,24 @@ def wav_declared_size(fh, file_size: int) -> DeclaredSize | None:
     return None
 
 
-__all__ = ["DeclaredSize", "wav_declared_size", "MAX_CHUNKS"]
+class FdReader:
+    """The two calls :func:`wav_declared_size` needs, on a raw descriptor (the one the input
+    was checked on, so the header read is of that same file)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def seek(self, pos: int) -> None:
+        os.lseek(self.fd, pos, os.SEEK_SET)
+
+    def read(self, n: int) -> bytes:
+        return os.read(self.fd, n)
+
+
+def _read_struct(fh, fmt: str) -> tuple | None:
+    """``fmt`` unpacked from the next bytes of ``fh``; None when the file ends before them."""
+    data = fh.read(struct.calcsize(fmt))
+    return struct.unpack(fmt, data) if len(data) == struct.calcsize(fmt) else None
+
+
+__all__ = ["DeclaredSize", "FdReader", "wav_declared_size", "MAX_CHUNKS"]

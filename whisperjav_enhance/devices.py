@@ -122,12 +122,17 @@ def resolve_devices(spec: str) -> list[DeviceSlot]:
 GIB = 1024 ** 3
 
 
+def is_cuda(device) -> bool:
+    """Whether ``device`` (a torch.device, a device string such as "cuda:0", or None) is CUDA."""
+    return device is not None and str(getattr(device, "type", device)).startswith("cuda")
+
+
 def apply_memory_cap(device, budget_gb: float | None) -> int | None:
     """Cap this process's CUDA caching allocator on ``device`` at ``budget_gb`` GiB (an honest
     stand-in for a smaller card: the allocator may reserve no more); returns the cap in bytes, or
     None off CUDA or without a budget. Call it in the process that will use the device (a worker),
     never in a parent that must stay free of CUDA."""
-    if budget_gb is None or not str(getattr(device, "type", device)).startswith("cuda"):
+    if budget_gb is None or not is_cuda(device):
         return None
     import torch
 

@@ -68,21 +68,6 @@ def format_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def describe_free_space(folder: str | os.PathLike) -> str:
-    """``"12.3 MiB free on /out"``, or ``"free space unknown on /out"``."""
-    free = free_bytes(folder)
-    if free is None:
-        return f"free space unknown on {folder}"
-    return f"{format_bytes(free)} free on {folder}"
-
-
-def has_room(folder: str | os.PathLike, nbytes: int) -> bool:
-    """Whether ``nbytes`` more (plus :data:`ROOM_MARGIN_BYTES`) fit on ``folder``'s disk; True
-    when free space cannot be read (the write itself will say)."""
-    free = free_bytes(folder)
-    return free is None or nbytes + ROOM_MARGIN_BYTES <= free
-
-
 def ensure_room(folder: str | os.PathLike, nbytes: int, what: str) -> None:
     """Raise :class:`DiskFull` naming the free space when ``what`` (``nbytes``) cannot fit.
 
@@ -108,4 +93,4 @@ def output_error(path: str | os.PathLike, exc: OSError, doing: str = "write") ->
 
 
 __all__ = ["DiskFull", "ROOM_MARGIN_BYTES", "is_disk_full", "free_bytes", "format_bytes",
-           "describe_free_space", "has_room", "ensure_room", "output_error"]
+           "ensure_room", "output_error"]

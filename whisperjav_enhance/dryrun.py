@@ -1,7 +1,8 @@
-"""What a run would do, without doing it (``enhance --dry-run``): discovery, probing and planning
-only. No worker is started, nothing is downloaded, OUT_DIR is neither created nor locked, and no
-file is written but the plan itself, where ``--summary-json`` names a file for it. Whatever would stop a real run before its first scene (bad arguments, missing
-weights that cannot be fetched, an unusable device, an unwritable or busy OUT_DIR) raises the same
+"""What a run would do, without doing it (``enhance --dry-run``): discovery, probing and
+planning only. No worker is started, nothing is downloaded, OUT_DIR is neither created nor
+locked, and no file is written but the plan itself, where ``--summary-json`` names a file for it.
+Whatever would stop a real run before its first scene (bad arguments, missing weights that cannot
+be fetched, an unusable device, an unwritable or busy OUT_DIR) raises the same
 error here, so a script gets the exit code the real run would give.
 
     inputs --discover_scenes--> scenes --backend (no download) + devices + OUT_DIR checks
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from .config import EnhanceOptions, PoolPolicy
 from .errors import OutputError
 from .manifest import MANIFEST_NAME
 from .outdir import LOCK_NAME, OutDirBusy, check_summary_path
-from .preflight import DISK_MARGIN_BYTES
+from .preflight import check_disk_space, check_out_dir_is_folder
 from .records import SceneResult
 from .runner import Run
 from .scenes import discover_scenes
@@ -55,6 +55,8 @@ class RunPlan:
     estimate_seconds: float | None    # rough wall time (None: no speed known for this backend)
     estimate_basis: str               # what the estimate assumes
     notes: tuple[str, ...] = field(default_factory=tuple)  # what the run would announce first
+    summary_path: str | None = None   # where --summary-json asked for the plan, as checked
+                                      # (the caller writes it there; None: not asked)
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.scenes if s.status == status)
@@ -88,27 +90,28 @@ def plan_scenes(inputs, out_dir, options: EnhanceOptions | None = None,
     _check_out_dir(out_root)
     manifest = out_root / MANIFEST_NAME
     if summary_json is not None:
-        check_summary_path(summary_json, inputs=[s.input_path for s in scenes],
-                           outputs=[s.output_path for s in scenes], manifest=manifest,
-                           out_dir=out_root)
+        summary_json = check_summary_path(summary_json, inputs=[s.input_path for s in scenes],
+                                          outputs=[s.output_path for s in scenes],
+                                          manifest=manifest, out_dir=out_root)
     run = Run(scenes, out_root, options, policy, None, backend, note, slots, lock=None)
     run.decide_in_parent()
-    _check_space(out_root, run.estimated_output_bytes())
+    check_disk_space(out_root, run.estimated_output_bytes())
     decided = {r.index: r for r in run.decided}
-    pending = {s.index: run._record(s, Status.PENDING, info.duration_s) for s, info in run.to_run}
+    pending = {s.index: run.record(s, Status.PENDING, info.duration_s) for s, info in run.to_run}
     rows = tuple(decided.get(s.index) or pending[s.index] for s in scenes)
-    tasks, units, specs = run._plan() if run.to_run else ([], [], [])
+    tasks, units, specs = run.plan() if run.to_run else ([], [], [])
     workers = _workers(options, policy, specs, len(units))
     audio_s = sum(info.duration_s for _, info in run.to_run)
     cls = backend_class(parse_backend_spec(backend.name))
     estimate, basis = _estimate(cls, slots, workers, audio_s)
     return RunPlan(
         backend=backend.name, backend_note=note, weights=backend.weights.as_dict(),
-        download=download, device=run._device_label(None), executor=options.executor,
+        download=download, device=run.device_label(None), executor=options.executor,
         workers=workers, out_dir=str(out_root), scenes=rows, scenes_redone=run.redone,
         scenes_kept_unrecorded=run.kept_unrecorded, units=len(units), audio_seconds=audio_s,
         estimate_seconds=estimate, estimate_basis=basis,
-        notes=tuple(n.message for n in run.notes))
+        notes=tuple(n.message for n in run.notes),
+        summary_path=None if summary_json is None else str(summary_json))
 
 
 def _backend_without_download(options: EnhanceOptions):
@@ -144,9 +147,7 @@ class _Unresolved:
 
 def _check_out_dir(out_root: Path) -> None:
     """What a real run would refuse about OUT_DIR, checked without creating or locking it."""
-    if out_root.exists() and not out_root.is_dir():
-        raise OutputError(f"output folder {out_root} exists and is not a folder; choose another "
-                          "-o/--out-dir")
+    check_out_dir_is_folder(out_root)
     existing = next(p for p in (out_root, *out_root.parents) if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to the output folder {out_root} ({existing} is not "
@@ -154,18 +155,6 @@ def _check_out_dir(out_root: Path) -> None:
     holder = locking.live_holder(out_root / LOCK_NAME)
     if holder is not None:
         raise OutDirBusy(out_root, holder)
-
-
-def _check_space(out_root: Path, needed: int) -> None:
-    existing = next(p for p in (out_root, *out_root.parents) if p.exists())
-    try:
-        free = shutil.disk_usage(existing).free
-    except OSError:
-        return
-    if needed + DISK_MARGIN_BYTES > free:
-        raise OutputError(f"the output folder {out_root} has {free / 2**20:.0f} MiB free but the "
-                          f"outputs need about {(needed + DISK_MARGIN_BYTES) / 2**20:.0f} MiB; "
-                          "free some space or choose another -o/--out-dir")
 
 
 def _workers(options: EnhanceOptions, policy: PoolPolicy, specs, units: int) -> int | None:

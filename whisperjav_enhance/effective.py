@@ -20,9 +20,7 @@ def effective_options(options: EnhanceOptions, backend) -> dict:
     d["weights"] = backend.weights.path or "none needed"
     d["output_sample_rate"] = options.output_sample_rate or "input (each scene keeps its rate)"
     d["max_scene_seconds"] = options.max_scene_seconds or audio.MAX_DURATION_S
-    cls = backend_class(backend.name)
-    given = cls.check_options(options.backend_settings())
-    d["backend_options"] = {o.key: given.get(o.key, o.default) for o in cls.OPTIONS}
+    d["backend_options"] = backend_class(backend.name).settings(options.backend_settings())
     if options.executor == "ray":
         d["ray_address"] = options.ray_address or "a local instance, started for the run"
     else:

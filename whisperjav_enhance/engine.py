@@ -22,7 +22,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .backends.base import Backend
+from .devices import is_cuda
 from .errors import SceneError
+from .status import Reason
 from .planning import SceneWindow, WindowPlan, group_by_length, plan_windows
 
 # Upper bound on windows per forward when no budget limits it: past this, MossFormer2 on an H100
@@ -44,7 +46,7 @@ class EngineOutOfMemory(SceneError):
 
     def __init__(self, scenes: Sequence[int], message: str):
         self.scenes = tuple(scenes)
-        super().__init__("out_of_memory", message)
+        super().__init__(Reason.OUT_OF_MEMORY, message)
 
 
 @dataclass
@@ -105,8 +107,7 @@ class Engine:
 
     # -- batch sizing --------------------------------------------------------------------------
     def _on_cuda(self) -> bool:
-        dev = getattr(self.backend, "device", None)
-        return getattr(dev, "type", str(dev)) == "cuda"
+        return is_cuda(self.backend.device)
 
     def _cap(self) -> int:
         if self.max_batch:

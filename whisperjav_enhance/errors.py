@@ -57,3 +57,21 @@ class OutputError(EnhanceError):
 
 class RunInterrupted(EnhanceError):
     """The run was stopped by Ctrl-C or SIGTERM (CLI exit code 130)."""
+
+    def __init__(self, message: str, outcomes: tuple = (), report=None, summary=None):
+        super().__init__(message)
+        self.outcomes = tuple(outcomes)  # the scenes' records made before the stop (executor)
+        self.report = report             # the executor's counters so far (an incomplete report)
+        self.summary = summary           # the run's summary, written with "interrupted": true
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def one_line(exc: BaseException) -> str:
+    """``Class: first line`` of an exception: one line for people that still names its kind."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__

@@ -38,28 +38,28 @@ class SceneFinished:
 @dataclass(frozen=True)
 class WorkerStarted:
     worker: int              # id, unique within the run
-    device: str
-    pid: int
+    device: str              # where it runs, for people ("cpu", "cuda:1", "10.0.0.5/cuda:0")
+    pid: int                 # its process id (on its own node, for Ray)
     startup_s: float         # spawn to model loaded
 
 
 @dataclass(frozen=True)
 class WorkerRetired:
-    worker: int
+    worker: int              # id, unique within the run
     reason: str              # status.Retirement
-    scenes_done: int
+    scenes_done: int         # scenes it finished in its life
 
 
 @dataclass(frozen=True)
 class WorkerCrashed:
-    worker: int
+    worker: int              # id, unique within the run
     description: str         # exit code or signal name and the likely cause
     requeued: int            # scenes sent back to the queue
 
 
 @dataclass(frozen=True)
 class Telemetry:
-    worker: int
+    worker: int                      # id, unique within the run
     allocated_mib: float | None      # None on CPU
     reserved_mib: float | None
     inactive_split_mib: float | None

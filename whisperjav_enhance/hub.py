@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-from .errors import BackendUnavailable, ConfigError, EnhanceError, WeightsError
+from .errors import (BackendUnavailable, ConfigError, EnhanceError, WeightsError, first_line,
+                     one_line)
 from .events import DownloadFinished, DownloadStarted, Log
 from .locking import LockBusy, describe_holder, hold
 from .weights import (HUGGINGFACE, SOURCES, WeightsNotFound, WeightsSource, how_to_get,
@@ -61,6 +64,9 @@ def ensure_weights(backend: str, weights_path=None, on_event: Callable | None = 
     name = parse_backend_spec(backend)
     if name == "auto":
         return
+    source = SOURCES.get(name)
+    if source is None:
+        return  # nothing to download: the run's own search reports a miss
     emit = on_event or (lambda event: None)
     cls = backend_class(name)
     try:
@@ -68,9 +74,6 @@ def ensure_weights(backend: str, weights_path=None, on_event: Callable | None = 
         return
     except WeightsNotFound as exc:
         miss = exc
-    source = SOURCES.get(name)
-    if source is None:
-        raise miss
     blocked = download_blocked(source, allow_download)
     if blocked:
         raise WeightsError(f"no {source.title} weights found, and the download was not "
@@ -193,22 +196,46 @@ def _fetch_and_verify(name: str, cls, source: WeightsSource, emit: Callable) -> 
         _verify(name, cls, source, folder)
     except BaseException as exc:
         emit(DownloadFinished(name, False, None, time.monotonic() - started,
-                              str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                              first_line(exc)))
         raise
     emit(DownloadFinished(name, True, str(folder), time.monotonic() - started))
     return folder
 
 
 def _verify(name: str, cls, source: WeightsSource, folder: Path) -> None:
-    """The backend's own resolve and strict ``weights_only`` load of what arrived (on the CPU)."""
+    """The backend's own resolve and strict ``weights_only`` load of what arrived, on the CPU, in
+    a short child process: this process (the run's parent) never imports torch."""
     try:
-        backend = cls.resolve(str(folder))
-        backend.load("cpu")
-        backend.close()
-    except WeightsError as exc:
-        reason = str(exc).split("\nSearched:")[0]
+        done = subprocess.run([sys.executable, "-c", _VERIFY_SCRIPT, name, str(folder)],
+                              capture_output=True, text=True, timeout=VERIFY_TIMEOUT_S,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise WeightsError(f"{name}: downloaded {source.repo_id} into {folder}, but could not "
+                           f"check it ({first_line(exc)}); the run's workers will") from exc
+    if done.returncode == _VERIFY_REFUSED:
+        refused = json.loads(done.stdout.strip().splitlines()[-1])
         raise WeightsError(f"{name}: downloaded {source.repo_id} from {source.hub} into {folder}, "
-                           f"but the backend refuses it: {reason}", exc.searched) from exc
+                           f"but the backend refuses it: {refused['message']}",
+                           tuple(refused["searched"]))
+    if done.returncode != 0:
+        raise WeightsError(f"{name}: downloaded {source.repo_id} into {folder}, but checking it "
+                           f"failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+
+
+# Checks a download in a child process (see _verify): exit _VERIFY_REFUSED with the refusal as
+# one JSON line when the backend's strict load refuses it.
+VERIFY_TIMEOUT_S = 600.0
+_VERIFY_REFUSED = 3
+_VERIFY_SCRIPT = (
+    "import json, sys\n"
+    "from whisperjav_enhance.backends import backend_class\n"
+    "from whisperjav_enhance.errors import WeightsError\n"
+    "try:\n"
+    "    b = backend_class(sys.argv[1]).resolve(sys.argv[2]); b.load('cpu'); b.close()\n"
+    "except WeightsError as exc:\n"
+    "    print(json.dumps({'message': str(exc).split('\\nSearched:')[0],\n"
+    "                      'searched': list(exc.searched)}))\n"
+    f"    sys.exit({_VERIFY_REFUSED})\n")
 
 
 def _client_package(source: WeightsSource) -> str:
@@ -217,12 +244,11 @@ def _client_package(source: WeightsSource) -> str:
 
 def _describe(exc: BaseException) -> str:
     """One line about a client's exception, with the first failed file of a ModelScope batch."""
-    failed = getattr(exc, "failed_files", None)
+    failed = getattr(exc, "failed_files", None)  # ModelScope's batch error only
     if isinstance(failed, dict) and failed:
         path, inner = next(iter(failed.items()))
         return f"{path}: {_describe(inner)}"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return one_line(exc)
 
 
 __all__ = ["ensure_weights", "fetch", "download_blocked", "LOCK_WAIT_S"]

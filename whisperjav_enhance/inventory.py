@@ -20,7 +20,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from .errors import BackendUnavailable, EnhanceError, WeightsError
+from .errors import BackendUnavailable, EnhanceError, WeightsError, first_line, one_line
 from .weights import (SOURCES, command_path, hf_hub_cache, how_to_get, modelscope_cache)
 
 # Packages whose versions doctor lists (distribution names).
@@ -34,10 +34,6 @@ DOCTOR_ENV = ("CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF", "HF_HOME", "HF_
               "MODELSCOPE_ENDPOINT") + tuple(s.env_var for s in SOURCES.values())
 # nvidia-smi answers in well under a second; a wedged driver must not hang doctor.
 NVIDIA_SMI_TIMEOUT_S = 20
-# Hook for the enhancers hosted from WhisperJAV's own classes (issue 12): the module that hosts
-# them provides this "module:function", returning a list of dicts with backend_report()'s keys.
-# It is looked up only when present, so `models` lists them as soon as that module lands.
-
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -71,7 +67,7 @@ def backend_report(name: str, weights_path: str | None = None) -> dict:
     try:
         cls = backend_class(name)
     except BackendUnavailable as exc:
-        entry.update(status="not installed", description=str(exc).splitlines()[0])
+        entry.update(status="not installed", description=first_line(exc))
         return entry
     entry["options"] = [option_report(o) for o in cls.OPTIONS]
     try:
@@ -82,7 +78,7 @@ def backend_report(name: str, weights_path: str | None = None) -> dict:
         entry.update(status="no weights", searched=list(exc.searched), description=text)
         return entry
     except EnhanceError as exc:
-        entry.update(status="unusable", description=str(exc).splitlines()[0])
+        entry.update(status="unusable", description=first_line(exc))
         return entry
     info = backend.weights
     entry.update(usable=True, status="usable", weights=info.path, origin=info.origin,
@@ -113,7 +109,7 @@ def hosted_reports() -> list[dict]:
     except Exception as exc:  # the listing is a report: its failure is one line in it
         entry = _blank_entry("whisperjav:*")
         entry.update(status="unusable", description=f"hosted enhancers could not be listed "
-                     f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+                     f"({one_line(exc)})")
         return [entry]
     out = []
     for info in infos:
@@ -162,7 +158,7 @@ def torch_report() -> dict:
     try:
         import torch
     except Exception as exc:
-        return {"importable": False, "error": str(exc).splitlines()[0]}
+        return {"importable": False, "error": first_line(exc)}
     t = {"importable": True, "version": torch.__version__, "cuda_build": torch.version.cuda,
          "cuda_available": False, "gpus": []}
     try:
@@ -177,7 +173,7 @@ def torch_report() -> dict:
                                   "free_mib": round(free / 2**20),
                                   "total_mib": round(total / 2**20)})
     except Exception as exc:
-        t["cuda_error"] = str(exc).splitlines()[0]
+        t["cuda_error"] = first_line(exc)
     if not t["gpus"]:
         t["nvidia_smi"] = nvidia_smi()
     return t

@@ -23,9 +23,16 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import EnhanceError
+from .safeio import open_regular, write_all
 
 # How often a waiting process tries the lock again.
 POLL_S = 0.2
+# How long a lock held by someone who has written nothing is waited for before it counts as busy:
+# a dry run takes the lock for an instant to see whether it is free, and a run writes its details
+# right after taking it.
+ANONYMOUS_HOLDER_GRACE_S = 2.0
+# The holder's details are one short JSON object.
+HOLDER_MAX_BYTES = 4096
 
 
 class LockBusy(EnhanceError):
@@ -52,10 +59,11 @@ def describe_holder(holder: dict) -> str:
     return ", ".join(str(p) for p in parts)
 
 
-def read_holder(path: Path) -> dict:
-    """What the lock file says about its holder ({} when unreadable or empty)."""
+def _read_holder(fd: int) -> dict:
+    """What the lock file open at ``fd`` says about its holder ({} when empty or unreadable)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8") or "{}")
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = json.loads(os.read(fd, HOLDER_MAX_BYTES).decode("utf-8") or "{}")
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -65,18 +73,24 @@ def read_holder(path: Path) -> dict:
 def hold(path: str | os.PathLike, purpose: str, wait_s: float = 0.0) -> Iterator[dict]:
     """Hold the lock at ``path`` for the block; yields what was written as the holder.
 
-    ``wait_s`` 0 raises :class:`LockBusy` at once when another process holds it; otherwise the
-    lock is tried every ``POLL_S`` until ``wait_s`` have passed. The file is left in place on
-    exit (removing it would race with a process that has just opened it)."""
+    ``wait_s`` 0 raises :class:`LockBusy` at once when another process holds it (after a short
+    grace when the holder has written nothing yet: a dry run looking, or a run starting);
+    otherwise the lock is tried every ``POLL_S`` until ``wait_s`` have passed. The lock file is
+    opened without following a link and refused when it is not a regular file (a pipe would block
+    the open); it is left in place on exit (removing it would race with a process that has just
+    opened it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags, 0o666)
+    fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         deadline = time.monotonic() + max(0.0, wait_s)
+        graced = False
         while not _try_lock(fd):
+            holder = _read_holder(fd)
             if time.monotonic() >= deadline:
-                raise LockBusy(path, read_holder(path), purpose)
+                if holder or graced:
+                    raise LockBusy(path, holder, purpose)
+                deadline, graced = time.monotonic() + ANONYMOUS_HOLDER_GRACE_S, True
             time.sleep(POLL_S)
         holder = {"purpose": purpose, "pid": os.getpid(), "host": socket.gethostname(),
                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -84,7 +98,10 @@ def hold(path: str | os.PathLike, purpose: str, wait_s: float = 0.0) -> Iterator
         try:
             yield holder
         finally:
-            _write_holder(fd, {})
+            try:  # an empty file reads as "no holder"; a failure here must not keep the lock
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
             _unlock(fd)
     finally:
         os.close(fd)
@@ -92,25 +109,25 @@ def hold(path: str | os.PathLike, purpose: str, wait_s: float = 0.0) -> Iterator
 
 def live_holder(path: str | os.PathLike) -> dict | None:
     """Who holds the lock at ``path`` now (what it wrote), or None when nobody does; creates and
-    writes nothing (a dry run asks this)."""
+    writes nothing (a dry run asks this). The lock is taken for an instant to see whether it is
+    free, which :func:`hold`'s grace for holders that have written nothing covers."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+        fd = open_regular(path, os.O_RDONLY)
     except OSError:
-        return None  # no lock file (or not one we could lock): no live holder
+        return None  # no lock file, or not one a run could use (the run itself will say)
     try:
         if _try_lock(fd):
             _unlock(fd)
             return None
-        return read_holder(Path(path))
+        return _read_holder(fd)
     finally:
         os.close(fd)
 
 
 def _write_holder(fd: int, holder: dict) -> None:
-    data = json.dumps(holder).encode("utf-8")
     os.lseek(fd, 0, os.SEEK_SET)
     os.ftruncate(fd, 0)
-    os.write(fd, data)
+    write_all(fd, json.dumps(holder).encode("utf-8"))
 
 
 # -- the one per-platform part -------------------------------------------------------------------
@@ -148,4 +165,4 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-__all__ = ["hold", "live_holder", "LockBusy", "read_holder", "describe_holder"]
+__all__ = ["hold", "live_holder", "LockBusy", "describe_holder"]

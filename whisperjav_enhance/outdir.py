@@ -29,8 +29,11 @@ from typing import Iterable, Iterator
 
 from . import locking
 from .atomic import atomic_file, remove_partials
+from .diskspace import output_error
 from .errors import ConfigError, OutputError
+from .preflight import check_out_dir_is_folder
 from .safeio import append_whole, describe_open_error, file_kind, is_link, open_regular
+from .scenes import same_path_key
 
 LOCK_NAME = ".whisperjav-enhance.lock"
 RECORDS_NAME = ".whisperjav-enhance.outputs.jsonl"
@@ -64,9 +67,7 @@ def hold_out_dir(out_dir: str | os.PathLike) -> Iterator[RunLock]:
     Raises :class:`OutDirBusy` (exit 2) when another live run holds it, :class:`OutputError`
     when OUT_DIR is not a folder or the lock file cannot be made (e.g. it is a link)."""
     out_root = Path(os.path.abspath(out_dir))
-    if out_root.exists() and not out_root.is_dir():
-        raise OutputError(f"output folder {out_root} exists and is not a folder; "
-                          "choose another -o/--out-dir")
+    check_out_dir_is_folder(out_root)
     lock_path = out_root / LOCK_NAME
     stack = ExitStack()
     try:
@@ -90,7 +91,7 @@ def remove_stale_temporaries(lock: RunLock, output_paths: Iterable[str | os.Path
     """Remove what interrupted runs left: the temporaries of ``output_paths`` (and of OUT_DIR's
     own records). Only under the run lock: no other run is live, so none of them is in use."""
     assert lock.held, "temporaries are removed only while the run holds OUT_DIR's lock"
-    return remove_partials([*output_paths, lock.out_root / RECORDS_NAME])
+    return remove_partials([*output_paths, lock.out_root / RECORDS_NAME], root=lock.out_root)
 
 
 # -- settings records ---------------------------------------------------------------------------
@@ -118,6 +119,26 @@ class OutputRecord:
     size: int           # the output's size when recorded (bytes)
     mtime_ns: int       # its modification time then: a file replaced since has no record
     run: str | None     # the run that wrote it
+
+    def to_line(self) -> str:
+        """The record as one line of the records file (newline included)."""
+        return json.dumps({"output": self.output, "fp": self.fingerprint, "size": self.size,
+                           "mtime_ns": self.mtime_ns, "run": self.run, "settings": self.settings},
+                          ensure_ascii=False, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_line(cls, line: str) -> "OutputRecord | None":
+        """The record a line holds; None for a cut, foreign or malformed line."""
+        try:
+            obj = json.loads(line)
+            rec = cls(obj["output"], obj["fp"], obj.get("settings") or {}, obj["size"],
+                      obj["mtime_ns"], obj.get("run"))
+        except (ValueError, TypeError, KeyError):
+            return None
+        ok = (isinstance(rec.output, str) and isinstance(rec.fingerprint, str)
+              and isinstance(rec.settings, dict) and type(rec.size) is int
+              and type(rec.mtime_ns) is int)
+        return rec if ok else None
 
 
 class OutputRecords:
@@ -161,16 +182,17 @@ class OutputRecords:
     def record(self, output_path: str | os.PathLike, fp: str, settings: dict | None = None,
                run_id: str | None = None) -> None:
         """Record that ``output_path`` (already in place) was made with ``fp``. OutputError
-        (DiskFull on a full disk) leaves the records as they were."""
+        (DiskFull on a full disk) leaves the records as they were; so does an output that is
+        gone or unreadable by now (something else removed it after its rename)."""
         self._require_lock()
-        st = os.stat(output_path)
+        try:
+            st = os.stat(output_path)
+        except OSError as exc:
+            raise output_error(output_path, exc, "record") from exc
         rec = OutputRecord(self._key(output_path), fp, dict(settings or {}), st.st_size,
                            st.st_mtime_ns, run_id)
-        line = json.dumps({"output": rec.output, "fp": rec.fingerprint, "size": rec.size,
-                           "mtime_ns": rec.mtime_ns, "run": rec.run, "settings": rec.settings},
-                          ensure_ascii=False, sort_keys=True) + "\n"
         latest = self._load()
-        append_whole(self._open_for_append(), line.encode("utf-8"), self.path)
+        append_whole(self._open_for_append(), rec.to_line().encode("utf-8"), self.path)
         latest[rec.output] = rec
         self._lines += 1
 
@@ -217,10 +239,7 @@ class OutputRecords:
         try:
             with atomic_file(self.path, "w", encoding="utf-8", root=self.out_root) as fh:
                 for rec in self._latest.values():
-                    fh.write(json.dumps({"output": rec.output, "fp": rec.fingerprint,
-                                         "size": rec.size, "mtime_ns": rec.mtime_ns,
-                                         "run": rec.run, "settings": rec.settings},
-                                        ensure_ascii=False, sort_keys=True) + "\n")
+                    fh.write(rec.to_line())
         except OutputError:
             return
         self._lines = len(self._latest)
@@ -239,35 +258,30 @@ def _read_records(path: Path) -> tuple[dict[str, OutputRecord], int]:
     latest: dict[str, OutputRecord] = {}
     count = 0
     for line in lines:
-        rec = _parse_record(line)
+        rec = OutputRecord.from_line(line)
         if rec is not None:
             latest[rec.output] = rec
             count += 1
     return latest, count
 
 
-def _parse_record(line: str) -> OutputRecord | None:
-    try:
-        obj = json.loads(line)
-        rec = OutputRecord(obj["output"], obj["fp"], obj.get("settings") or {}, obj["size"],
-                           obj["mtime_ns"], obj.get("run"))
-    except (ValueError, TypeError, KeyError):
-        return None
-    ok = (isinstance(rec.output, str) and isinstance(rec.fingerprint, str)
-          and isinstance(rec.settings, dict) and type(rec.size) is int and type(rec.mtime_ns) is int)
-    return rec if ok else None
-
-
 # -- the summary path ----------------------------------------------------------------------------
+def summary_target(path: str | os.PathLike) -> Path:
+    """The file ``--summary-json PATH`` names: ``~`` expanded (a quoted ``~/s.json`` reaches us
+    unexpanded), absolute. Checked and written as this one path."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
 def check_summary_path(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike],
                        outputs: Iterable[str | os.PathLike], manifest: str | os.PathLike | None,
                        out_dir: str | os.PathLike | None = None) -> Path:
-    """Check ``--summary-json`` before any work; returns it absolute, or raises ConfigError.
+    """Check ``--summary-json`` before any work; returns the path checked (:func:`summary_target`),
+    which is the one to write, or raises ConfigError.
 
     Refused: an existing folder, link, pipe or device at the path; one of the run's inputs, its
     manifest, one of its outputs or OUT_DIR's own files; a path whose folder cannot be written.
     """
-    target = Path(os.path.abspath(Path(path).expanduser()))
+    target = summary_target(path)
     flag = f"--summary-json {target}"
     if is_link(target):
         raise ConfigError(f"{flag} is a symbolic link; name the file itself (the summary is never "
@@ -276,7 +290,7 @@ def check_summary_path(path: str | os.PathLike, *, inputs: Iterable[str | os.Pat
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{flag} is {file_kind(st.st_mode)}; name a file instead")
     reserved = _reserved_paths(inputs, outputs, manifest, out_dir)
-    clash = reserved.get(_path_key(target)) or (_same_file_as(st, reserved) if st else None)
+    clash = reserved.get(same_path_key(target)) or (_same_file_as(st, reserved) if st else None)
     if clash:
         raise ConfigError(f"{flag} is {clash}; it would be overwritten: choose another path")
     _check_folder_writable(target.parent, flag)
@@ -287,20 +301,15 @@ def _reserved_paths(inputs, outputs, manifest, out_dir) -> dict[str, str]:
     """Comparison key -> what the path is, for every path the summary must not replace."""
     reserved: dict[str, str] = {}
     for p in inputs:
-        reserved[_path_key(p)] = f"an input of this run ({p})"
+        reserved[same_path_key(p)] = f"an input of this run ({p})"
     for p in outputs:
-        reserved.setdefault(_path_key(p), f"an output of this run ({p})")
+        reserved.setdefault(same_path_key(p), f"an output of this run ({p})")
     if manifest is not None:
-        reserved[_path_key(manifest)] = f"the run's manifest ({manifest})"
+        reserved[same_path_key(manifest)] = f"the run's manifest ({manifest})"
     if out_dir is not None:
         for name in (LOCK_NAME, RECORDS_NAME):
-            reserved[_path_key(Path(out_dir) / name)] = f"the output folder's own file {name}"
+            reserved[same_path_key(Path(out_dir) / name)] = f"the output folder's own file {name}"
     return reserved
-
-
-def _path_key(path) -> str:
-    """Key for "the same path": resolved, case-folded where the OS folds case."""
-    return os.path.normcase(os.path.normpath(str(Path(os.path.abspath(path)).resolve())))
 
 
 def _same_file_as(st: os.stat_result, reserved: dict[str, str]) -> str | None:
@@ -335,4 +344,4 @@ def _check_folder_writable(folder: Path, flag: str) -> None:
 
 __all__ = ["LOCK_NAME", "RECORDS_NAME", "OutDirBusy", "RunLock", "hold_out_dir",
            "remove_stale_temporaries", "Match", "OutputRecord", "OutputRecords",
-           "check_summary_path"]
+           "summary_target", "check_summary_path"]

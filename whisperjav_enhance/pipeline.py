@@ -75,22 +75,25 @@ def run_scenes(scenes: Sequence[Scene], out_dir: str | os.PathLike, options: Enh
     out_root = Path(os.path.abspath(out_dir))
     if not scenes:
         raise ConfigError("no scenes to enhance")
+    summary = None
     try:
         backend, note, slots = _choose(options, on_event)
         check_output_writable(out_root)
         with hold_out_dir(state_dir or out_root) as lock:
-            run = _prepare(scenes, out_root, options, policy, on_event, backend, note, slots, lock,
-                           manifest_path, summary_json)
-            manifest = Manifest(manifest_path, run.run_id) if manifest_path else None
-            run.manifest = manifest
+            run, summary_json = _prepare(scenes, out_root, options, policy, on_event, backend,
+                                         note, slots, lock, manifest_path, summary_json)
             try:
-                return run.execute(started, summary_json)
+                run.manifest = Manifest(manifest_path, run.run_id) if manifest_path else None
+                summary = run.execute(started, summary_json)
             finally:
-                if manifest is not None:
-                    manifest.close()
-    except (KeyboardInterrupt, Terminated) as exc:  # before the run's own handling began
-        raise RunInterrupted(f"interrupted by {getattr(exc, 'signal_name', 'Ctrl-C')} before any "
-                             "scene ran") from None
+                run.close()
+        return summary
+    except (KeyboardInterrupt, Terminated) as exc:  # outside the run's own handling
+        what = getattr(exc, "signal_name", "Ctrl-C")
+        if summary is None:
+            raise RunInterrupted(f"interrupted by {what} before any scene ran") from None
+        raise RunInterrupted(f"interrupted by {what} after the run had ended (its records are "
+                             "written)", summary=summary) from None
 
 
 def _choose(options: EnhanceOptions, on_event):
@@ -112,17 +115,17 @@ def _choose(options: EnhanceOptions, on_event):
 
 
 def _prepare(scenes, out_root: Path, options: EnhanceOptions, policy: PoolPolicy, on_event,
-             backend, note, slots, lock, manifest_path, summary_json) -> Run:
+             backend, note, slots, lock, manifest_path, summary_json) -> tuple[Run, Path | None]:
     """Everything decided in the parent (holding OUT_DIR) before a worker starts; raises when
-    nothing can run."""
+    nothing can run. Returns the run and the summary's path as checked (the one to write)."""
     if summary_json is not None:
-        check_summary_path(summary_json, inputs=[s.input_path for s in scenes],
-                           outputs=[s.output_path for s in scenes], manifest=manifest_path,
-                           out_dir=out_root)
+        summary_json = check_summary_path(summary_json, inputs=[s.input_path for s in scenes],
+                                          outputs=[s.output_path for s in scenes],
+                                          manifest=manifest_path, out_dir=out_root)
     run = Run(scenes, out_root, options, policy, on_event, backend, note, slots, lock)
     run.decide_in_parent(extra_outputs=[p for p in (manifest_path, summary_json) if p])
     check_disk_space(out_root, run.estimated_output_bytes())
-    return run
+    return run, summary_json
 
 
 __all__ = ["enhance_scenes", "run_scenes", "RunSummary", "SceneResult", "check_disk_space",

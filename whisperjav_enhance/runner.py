@@ -13,16 +13,16 @@ from typing import Callable
 
 from . import audio, fingerprints
 from .config import EnhanceOptions, PoolPolicy
-from .errors import AudioError, OutputError, RunInterrupted
+from .errors import AudioError, OutputError, RunInterrupted, first_line
 from .effective import effective_options, effective_policy
 from .events import Log, RunStarted, SceneFinished
 from .executor.interrupts import Terminated, install_termination_handler
 from .manifest import Manifest, new_run_id, write_json_atomic
 from .outdir import Match, OutputRecords, RunLock, remove_stale_temporaries
-from .preflight import output_bytes, output_is_complete
+from .preflight import complete_output, output_bytes
 from .records import SceneResult
 from .scenes import Scene
-from .status import Reason, Status
+from .status import DONE_STATUSES, Reason, Status
 from .summary import RunSummary
 
 
@@ -35,8 +35,7 @@ class Run:
     """State of one run: decisions made in the parent, records as they arrive."""
 
     def __init__(self, scenes, out_root: Path, options: EnhanceOptions, policy: PoolPolicy,
-                 on_event: Callable | None, backend, note: str, slots, lock: RunLock | None,
-                 state_dir: Path | None = None):
+                 on_event: Callable | None, backend, note: str, slots, lock: RunLock | None):
         self.scenes = list(scenes)
         self.by_index = {s.index: s for s in self.scenes}
         self.out_root = out_root
@@ -48,8 +47,8 @@ class Run:
         self.slots = slots      # devices.DeviceSlot list; None: the Ray executor decides them
         self.run_id = new_run_id()
         self.lock = lock
-        # lock None: a dry run, which reads the records and writes nothing.
-        self.records = OutputRecords(lock.out_root if lock else (state_dir or out_root), lock)
+        # lock None: a dry run, which reads the records (in OUT_DIR) and writes nothing.
+        self.records = OutputRecords(lock.out_root if lock else out_root, lock)
         self.settings = fingerprints.output_settings(
             backend=backend.name, weights_id=fingerprints.weights_identity(backend.weights.path),
             output_sample_rate=options.output_sample_rate, output_subtype=options.output_subtype,
@@ -59,7 +58,6 @@ class Run:
         self.problems: list[str] = []                   # failures of the run's own records
         self.redone = 0                                 # existing outputs redone: other settings
         self.kept_unrecorded = 0                        # ... kept: made before settings were recorded
-        self._report = None                             # the executor's, once it has run
         self.results: dict[int, SceneResult] = {}
         self.decided: list[SceneResult] = []            # skipped/failed before any worker ran
         self.to_run: list[tuple[Scene, audio.AudioInfo]] = []
@@ -79,10 +77,10 @@ class Run:
         limit = self.options.max_scene_seconds or audio.MAX_DURATION_S
         changed, self.redone, self.kept_unrecorded = set(), 0, 0
         for s in self.scenes:
-            match = self._existing(s)
+            match, existing = self._existing(s)
             if match in (Match.SAME, Match.UNRECORDED):
                 self.kept_unrecorded += match == Match.UNRECORDED
-                self.decided.append(self._record(s, Status.SKIPPED, _probe_seconds(s.input_path)))
+                self.decided.append(self.record(s, Status.SKIPPED, existing.duration_s))
                 continue
             if match == Match.CHANGED:
                 old = self.records.lookup(s.output_path)
@@ -95,22 +93,23 @@ class Run:
                                      f"longer than the {limit:g} s limit for one scene "
                                      "(--max-scene-seconds)")
             except AudioError as exc:
-                self.decided.append(self._record(s, Status.FAILED, 0.0, exc.reason, _first_line(exc)))
+                self.decided.append(self.record(s, Status.FAILED, 0.0, exc.reason, first_line(exc)))
                 continue
             self.to_run.append((s, info))
         self._note_resume(changed)
 
-    def _existing(self, s: Scene) -> str | None:
-        """How an existing output relates to this run's settings (outdir.Match), or None when
-        there is none to keep (or ``overwrite`` redoes everything)."""
+    def _existing(self, s: Scene):
+        """(how an existing output relates to this run's settings (outdir.Match), what probing
+        it found), or (None, None) when there is none to keep (or ``overwrite`` redoes all)."""
         if self.options.overwrite:
-            return None
-        if not output_is_complete(s.output_path):
+            return None, None
+        existing = complete_output(s.output_path)
+        if existing is None:
             if s.output_path.exists():
                 self.notes.append(Log(f"{s.output_path} exists but is not a readable WAV; "
                                       "enhancing it again", "warning"))
-            return None
-        return self.records.match(s.output_path, self.fingerprint)
+            return None, None
+        return self.records.match(s.output_path, self.fingerprint), existing
 
     def _note_resume(self, changed: set) -> None:
         if self.redone:
@@ -121,13 +120,19 @@ class Run:
                                   "made before settings were recorded (use --overwrite to redo "
                                   "them)"))
 
+    def close(self) -> None:
+        """Close the run's own record files (the manifest, the settings records)."""
+        self.records.close()
+        if self.manifest is not None:
+            self.manifest.close()
+
     def estimated_output_bytes(self) -> int:
         return sum(output_bytes(info.duration_s, self.options.output_sample_rate or info.sample_rate,
                                 self.options.output_subtype) for _, info in self.to_run)
 
-    def _record(self, scene: Scene, status: str, duration_s: float, reason=None,
+    def record(self, scene: Scene, status: str, duration_s: float, reason=None,
                 message=None) -> SceneResult:
-        out = str(scene.output_path) if status in (Status.ENHANCED, Status.SKIPPED) else None
+        out = str(scene.output_path) if status in DONE_STATUSES else None
         return SceneResult(scene.index, str(scene.input_path), out, status, reason, message,
                            float(duration_s))
 
@@ -142,40 +147,42 @@ class Run:
             self._emit(RunStarted(
                 scenes_total=len(self.scenes), scenes_to_run=len(self.to_run),
                 audio_seconds=sum(info.duration_s for _, info in self.to_run),
-                backend=self.backend.name, device=self._device_label(None), note=self.note))
+                backend=self.backend.name, device=self.device_label(None), note=self.note))
             for note in self.notes:
                 self._emit(note)
             for r in self.decided:
                 self._finish(r)
             if self.to_run:
-                report = self._report = self._run_executor()
+                report = self._run_executor()
         except (RunInterrupted, KeyboardInterrupt, Terminated) as exc:
-            summary = self._write_summary(self._summary(report, started, interrupted=True),
-                                          summary_json)
             err = exc if isinstance(exc, RunInterrupted) else RunInterrupted(
                 f"interrupted by {getattr(exc, 'signal_name', 'Ctrl-C')} before any worker ran")
-            err.summary = summary
+            for r in err.outcomes:  # records the executor made just before the stop
+                self._finish(r)
+            report = err.report or report
+            err.summary = self._write_summary(self._summary(report, started, interrupted=True),
+                                              report, summary_json)
             if err is exc:
                 raise
             raise err from None
         else:
-            return self._write_summary(self._summary(report, started), summary_json)
+            return self._write_summary(self._summary(report, started), report, summary_json)
         finally:
             restore()
 
     def _run_executor(self):
         from .executor import execute, make_transport
 
-        tasks, units, specs = self._plan()
+        tasks, units, specs = self.plan()
         transport = make_transport(self.options.executor, self.options.ray_address,
                                    self.options.device if self.slots is None else None)
         report = execute(tasks, units, specs, self.policy, self._on_executor_event, transport)
         for r in report.outcomes:  # every record, even one whose event was missed
-            if r.index not in self.results:
-                self._finish(r)
+            self._finish(r)
         return report
 
-    def _plan(self):
+    def plan(self):
+        """(tasks, planner units, worker specs) of the scenes to run."""
         from .devices import DeviceSlot
         from .executor import SceneTask, WorkerSpec
         from .planning import pack_units
@@ -198,7 +205,7 @@ class Run:
                  for slot in slots]
         return tasks, units, specs
 
-    def _device_label(self, report) -> str:
+    def device_label(self, report) -> str:
         """The devices for people: what the executor chose if it chose, else the slots."""
         if report is not None and report.devices:
             return ",".join(report.devices)
@@ -212,13 +219,13 @@ class Run:
 
     def _on_executor_event(self, event) -> None:
         if isinstance(event, SceneFinished):
-            self._finish(event.scene)
+            self._finish(event.scene, event)
         else:
             self._emit(event)
 
-    def _finish(self, result: SceneResult) -> None:
+    def _finish(self, result: SceneResult, event: SceneFinished | None = None) -> None:
         """Record a terminal state once: manifest line and settings record first (they must
-        survive a kill), then the caller's callback."""
+        survive a kill), then the caller's callback (``event``: the one that announced it)."""
         if result.index in self.results or result.index not in self.by_index:
             return
         self.results[result.index] = result
@@ -228,7 +235,7 @@ class Run:
         if result.status == Status.ENHANCED:
             self._keep(lambda: self.records.record(result.output_path, self.fingerprint,
                                                    self.settings, self.run_id), "settings records")
-        self._emit(SceneFinished(result))
+        self._emit(event or SceneFinished(result))
 
     def _keep(self, write: Callable[[], None], what: str) -> None:
         """Write one of the run's own records; a failure (a full disk) is reported once per
@@ -236,14 +243,14 @@ class Run:
         try:
             write()
         except OutputError as exc:
-            problem = f"{what}: {_first_line(exc)}"
+            problem = f"{what}: {first_line(exc)}"
             if not any(p.startswith(f"{what}: ") for p in self.problems):
                 self.problems.append(problem)
                 self._emit(Log(f"could not write the {problem}", "warning"))
 
     # -- summary ------------------------------------------------------------------------------------
     def _summary(self, report, started: float, interrupted: bool = False) -> RunSummary:
-        rows = tuple(self.results.get(s.index) or self._record(s, Status.PENDING, 0.0)
+        rows = tuple(self.results.get(s.index) or self.record(s, Status.PENDING, 0.0)
                      for s in self.scenes)
         counters = {}
         if report is not None:
@@ -256,32 +263,32 @@ class Run:
                             first_ready_seconds=report.first_ready_seconds)
         return RunSummary(
             scenes=rows, backend=self.backend.name, backend_note=self.note,
-            weights=self.backend.weights.as_dict(), device=self._device_label(report),
+            weights=self.backend.weights.as_dict(), device=self.device_label(report),
             executor=self.options.executor, out_dir=str(self.out_root),
             manifest_path=str(self.manifest.path) if self.manifest else None, summary_path=None,
             run_id=self.run_id, audio_seconds=sum(r.duration_s for r in rows
                                                   if r.status == Status.ENHANCED),
             wall_seconds=time.monotonic() - started, interrupted=interrupted,
-            scenes_redone=self.redone, problems=tuple(self.problems),
-            **{"workers_started": 0, "recycles": {}, "worker_crashes": 0, "peak_vram_mib": None,
-               **counters})
+            scenes_redone=self.redone, problems=tuple(self.problems), **counters)
 
-    def _write_summary(self, summary: RunSummary, summary_json) -> RunSummary:
-        """Write summary.json; a failure is returned in the summary's ``problems`` (with no
-        ``summary_path``), never raised: the run's work is done either way."""
+    def _write_summary(self, summary: RunSummary, report, summary_json) -> RunSummary:
+        """Write summary.json at ``summary_json`` (the path pipeline checked); a failure is
+        returned in the summary's ``problems`` (with no ``summary_path``), never raised: the run's
+        work is done either way."""
         if summary_json is None:
             return summary
-        path = Path(summary_json).absolute()
+        path = Path(summary_json)
         summary = dataclasses.replace(summary, summary_path=str(path))
         data = summary.as_dict()
         data["summary"] = summary.summary_path
         data["options"] = effective_options(self.options, self.backend)
-        data["policy"] = effective_policy(self.policy, self._report, self.slots)
-        inside = path.parent == self.out_root or self.out_root in path.parents
+        data["policy"] = effective_policy(self.policy, report, self.slots)
         try:
-            write_json_atomic(path, data, root=self.out_root if inside else None)
+            # Inside OUT_DIR: written through folders opened without following links.
+            write_json_atomic(path, data,
+                              root=self.out_root if path.is_relative_to(self.out_root) else None)
         except OutputError as exc:
-            problem = f"summary: {_first_line(exc)}"
+            problem = f"summary: {first_line(exc)}"
             self._emit(Log(f"could not write the {problem}", "warning"))
             return dataclasses.replace(summary, summary_path=None,
                                        problems=summary.problems + (problem,))
@@ -289,24 +296,14 @@ class Run:
 
 
 def _audio_changing(backend, settings: dict) -> dict:
-    """The settings that change the enhanced audio (BackendOption.changes_audio): the resume key
-    must not redo outputs for a setting that only changes speed."""
+    """The settings that change the enhanced audio (BackendOption.changes_audio), each with the
+    value the run uses: the resume key must not redo outputs for a setting that only changes
+    speed, nor for the same value spelt another way (``4`` or ``4.0``, given or the default)."""
     from .backends import backend_class
 
-    speed_only = {o.key for o in backend_class(backend.name).OPTIONS if not o.changes_audio}
-    return {k: v for k, v in settings.items() if k not in speed_only}
-
-
-def _probe_seconds(path: Path) -> float:
-    try:
-        return audio.probe(path).duration_s
-    except Exception:
-        return 0.0
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    cls = backend_class(backend.name)
+    changes = {o.key for o in cls.OPTIONS if o.changes_audio}
+    return {k: v for k, v in cls.settings(settings).items() if k in changes}
 
 
 __all__ = ["Run"]

@@ -50,9 +50,10 @@ def path_key(relative: str) -> tuple:
     return tuple(natural_key(part) for part in relative.split("/"))
 
 
-def _same_file_key(path: Path) -> str:
-    """Comparison key for "is this the same output?": case-folded where the OS folds case."""
-    return os.path.normcase(os.path.normpath(str(path)))
+def same_path_key(path: str | os.PathLike) -> str:
+    """Key for "the same path" (the same output, input or summary): absolute, links resolved,
+    case-folded where the OS folds case."""
+    return os.path.normcase(os.path.normpath(str(Path(os.path.abspath(path)).resolve())))
 
 
 def output_path_for(relative: str | os.PathLike, out_dir: Path) -> Path:
@@ -151,11 +152,11 @@ def _assign(pairs: list[tuple[Path, str]], out_root: Path, sort: bool = True) ->
     by_output: dict[str, Path] = {}
     scenes: list[Scene] = []
     for inp, rel in pairs:
-        in_key = _same_file_key(inp.resolve())
+        in_key = same_path_key(inp)
         if in_key in seen_inputs:
             continue
         target = output_path_for(rel, out_root)
-        out_key = _same_file_key(target.resolve())
+        out_key = same_path_key(target)
         if out_key == in_key:
             raise ConfigError(f"the output for {inp} would overwrite the input itself; "
                               "choose an OUT_DIR that is not the input folder")

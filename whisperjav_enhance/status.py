@@ -42,6 +42,7 @@ class Reason:
     OUT_OF_MEMORY = "out_of_memory"
     NON_FINITE_OUTPUT = "non_finite_output"
     BACKEND_ERROR = "backend_error"
+    ENHANCER_UNAVAILABLE = "enhancer_unavailable"
     WORKER_CRASH = "worker_crash"
     QUARANTINED = "quarantined"
     WRITE_FAILED = "write_failed"
@@ -62,6 +63,8 @@ REASON_MEANINGS = {
     Reason.OUT_OF_MEMORY: "one window does not fit in device memory, even alone in a fresh worker",
     Reason.NON_FINITE_OUTPUT: "the model produced NaN or infinite samples",
     Reason.BACKEND_ERROR: "the model raised an error on this scene, or said it could not clean it",
+    Reason.ENHANCER_UNAVAILABLE: "the enhancer said it cannot start (WhisperJAV's "
+                                 "SpeechEnhancerUnavailable)",
     Reason.WORKER_CRASH: "the run gave up on the scene after its workers kept crashing",
     Reason.QUARANTINED: "the scene was in flight at repeated worker crashes, the last alone",
     Reason.WRITE_FAILED: "the output could not be written",

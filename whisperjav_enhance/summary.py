@@ -22,12 +22,12 @@ class RunSummary:
     manifest_path: str | None        # OUT_DIR/manifest.jsonl (None when no manifest was kept)
     summary_path: str | None         # where summary.json was written (None: not written)
     run_id: str                      # ties manifest lines to this run
-    workers_started: int             # worker processes started (0 when nothing needed running)
-    recycles: dict                   # reason -> workers retired for it
-    worker_crashes: int              # workers that died without reporting
-    audio_seconds: float             # audio seconds enhanced by this run
-    wall_seconds: float              # from the call to the end of the run
-    peak_vram_mib: float | None      # highest reserved device memory of any worker; None on CPU
+    workers_started: int = 0         # worker processes started (0 when nothing needed running)
+    recycles: dict = field(default_factory=dict)  # status.Retirement -> workers retired for it
+    worker_crashes: int = 0          # workers that died without reporting
+    audio_seconds: float = 0.0       # audio seconds enhanced by this run
+    wall_seconds: float = 0.0        # from the call to the end of the run
+    peak_vram_mib: float | None = None  # highest reserved device memory of any worker; None on CPU
     startup_seconds: tuple[float, ...] = ()  # per started worker: spawn to model loaded
     batch_sizes: dict = field(default_factory=dict)  # padded window samples -> batch size used
     interrupted: bool = False        # True in the summary written when Ctrl-C/SIGTERM stopped it
@@ -36,6 +36,12 @@ class RunSummary:
     scenes_redone: int = 0           # existing outputs enhanced again: made with other settings
     problems: tuple[str, ...] = ()   # the run's own records that could not be written (a full
                                      # disk under the manifest or summary); the work is kept
+
+    @property
+    def rate(self) -> float | None:
+        """Audio seconds enhanced by this run per wall second since it started (start-up
+        included): the one rate the CLI shows and summary.json holds; None before any time."""
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else None
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.scenes if s.status == status)
@@ -91,8 +97,7 @@ class RunSummary:
             "worker_crashes": self.worker_crashes,
             "audio_seconds": round(self.audio_seconds, 3),
             "wall_seconds": round(self.wall_seconds, 3),
-            "audio_seconds_per_second": (round(self.audio_seconds / self.wall_seconds, 2)
-                                         if self.wall_seconds > 0 else None),
+            "audio_seconds_per_second": None if self.rate is None else round(self.rate, 2),
             "peak_vram_mib": self.peak_vram_mib,
             "startup_seconds": [round(s, 3) for s in self.startup_seconds],
             "batch_sizes": {str(k): v for k, v in dict(self.batch_sizes).items()},

@@ -19,8 +19,8 @@ from typing import Callable, Iterable
 
 from .errors import WeightsError
 
-# Marker key written by whisperjav_enhance.testing into random-initialised checkpoints, so every
-# report can say that random weights ran. Real checkpoints never carry it.
+# Marker key the backends' write_random_weights put into random-initialised checkpoints (tests,
+# benchmarks), so every report can say that random weights ran. Real checkpoints never carry it.
 RANDOM_WEIGHTS_MARKER = "whisperjav_enhance_random_init"
 
 HUGGINGFACE = "huggingface"

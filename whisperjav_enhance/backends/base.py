@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
+from ..devices import is_cuda
 from ..errors import ConfigError
 
 
@@ -200,6 +201,13 @@ class Backend(abc.ABC):
         return out
 
     @classmethod
+    def settings(cls, options) -> dict:
+        """Every declared setting with the value a run uses: given (checked, text parsed) or the
+        default. One form for one meaning, whatever the spelling it was given in."""
+        given = cls.check_options(options)
+        return {o.key: given.get(o.key, o.default) for o in cls.OPTIONS}
+
+    @classmethod
     def write_random_weights(cls, folder, seed: int = 0):
         """Write random-initialised weights in the backend's real on-disk layout, marked as random
         (tests and benchmarks only); returns what ``resolve`` accepts as ``weights_path``."""
@@ -238,7 +246,7 @@ class Backend(abc.ABC):
     def allocator_stats(self, device) -> dict | None:
         """The device allocator's counters after a unit (keys of ``torch.cuda.memory_stats``),
         or None off CUDA. Recycling decisions read these."""
-        if not str(getattr(device, "type", device)).startswith("cuda"):
+        if not is_cuda(device):
             return None
         import torch
 

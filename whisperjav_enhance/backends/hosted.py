@@ -20,8 +20,14 @@ is a load failure (``BackendUnavailable``). Rebuilding is deterministic; picklin
 object is not (it may already hold a model, CUDA tensors, locks or a subprocess). Everything the
 recipe needs is in the name, so it reaches the worker whatever route backend options take.
 
-The parent only imports the factory to check that the backend exists and is available
-(``is_backend_available``); it never creates or initialises an enhancer, so it never touches CUDA.
+In the parent a run only asks the factory whether the backend exists and is available
+(``is_backend_available``); the ``models`` listing (:func:`available_hosted`) also has the factory
+create each backend's object to ask for its models (WhisperJAV's enhancers load nothing until
+first used) and cleans it up. The parent never initialises an enhancer, so it never touches CUDA.
+
+A scene the enhancer cannot clean fails alone with the enhancer's own words (``backend_error``);
+WhisperJAV's ``SpeechEnhancerUnavailable`` raised on a scene fails it with ``enhancer_unavailable``,
+which the drop-in turns back into that exception in the pipeline.
 """
 
 from __future__ import annotations
@@ -31,17 +37,17 @@ import importlib
 import json
 import re
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
-from ..errors import BackendUnavailable, ConfigError, SceneError
+from ..errors import BackendUnavailable, ConfigError, SceneError, first_line
 from ..status import Reason
 from .base import Backend, WeightsInfo
 
 PREFIX = "whisperjav:"
 FACTORY_MODULE = "whisperjav.modules.speech_enhancement.factory"
-# A failure message carrying this tag came from the enhancer raising WhisperJAV's own
-# SpeechEnhancerUnavailable; the drop-in re-raises it in the pipeline (1.9 rules).
-UNAVAILABLE_TAG = "SpeechEnhancerUnavailable:"
+# WhisperJAV's exception for "this clean-up cannot run" (1.9 line), recognised by name so the
+# worker need not import WhisperJAV's base module to know it.
+UNAVAILABLE_EXCEPTION = "SpeechEnhancerUnavailable"
 # An enhancer's output may be a few samples off its input after its own resampling; more than
 # this is a broken result (the scene's subtitle times would no longer match).
 LENGTH_TOLERANCE_S = 0.05
@@ -183,8 +189,6 @@ class HostedBackend(Backend):
         assert self.recipe is not None, "use hosted_class(name), not HostedBackend itself"
         self.display_name = self.recipe.label()
         self._enhancer = None
-        self._upcoming: list[str] = []             # scene paths of the group being run, in order
-        self._failed: dict[str, SceneError] = {}   # scene path -> its failure in this worker
 
     @classmethod
     def resolve(cls, weights_path=None, **options) -> "HostedBackend":
@@ -206,6 +210,8 @@ class HostedBackend(Backend):
 
     # -- lifecycle (the worker) ----------------------------------------------------------------
     def load(self, device) -> None:
+        from ..audio import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
+
         recipe = self.recipe
         try:
             enhancer = import_factory().create(recipe.backend, **recipe.create_kwargs())
@@ -213,7 +219,7 @@ class HostedBackend(Backend):
             raise
         except Exception as exc:
             raise BackendUnavailable(f"WhisperJAV could not create {recipe.name}: "
-                                     f"{type(exc).__name__}: {_first_line(exc)}") from exc
+                                     f"{type(exc).__name__}: {first_line(exc)}") from exc
         if str(getattr(enhancer, "name", "")).lower() == "none" and recipe.backend != "none":
             _cleanup(enhancer)
             raise BackendUnavailable(f"WhisperJAV's factory fell back to no clean-up instead of "
@@ -227,8 +233,8 @@ class HostedBackend(Backend):
         except Exception as exc:
             _cleanup(enhancer)
             raise BackendUnavailable(f"{self.display_name} could not start in the worker: "
-                                     f"{type(exc).__name__}: {_first_line(exc)}") from exc
-        if not 4_000 <= rate <= 384_000:
+                                     f"{type(exc).__name__}: {first_line(exc)}") from exc
+        if not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
             _cleanup(enhancer)
             raise BackendUnavailable(f"{self.display_name} asks for audio at {rate} Hz")
         self._enhancer, self.sample_rate, self.device = enhancer, rate, device
@@ -239,31 +245,16 @@ class HostedBackend(Backend):
             _cleanup(enhancer)
 
     # -- inference -----------------------------------------------------------------------------
-    def observe_scenes(self, paths: Sequence[str], audios: Sequence) -> None:
-        self._upcoming = list(paths)
-
     def enhance_scene(self, audio):
-        path = self._upcoming.pop(0) if self._upcoming else None
-        if path in self._failed:
-            raise self._failed[path]  # the same scene again (the worker isolating a culprit)
+        """The enhancer's result for one scene. Its exceptions propagate (the worker fails this
+        scene alone, or retires on a CUDA error), except SpeechEnhancerUnavailable, which fails
+        the scene with ``enhancer_unavailable`` in the enhancer's own words."""
         try:
-            return self._enhance(audio)
+            result = self._enhancer.enhance(audio, self.sample_rate)
         except Exception as exc:
-            from ..engine import is_out_of_memory
-
-            if is_out_of_memory(exc):
-                raise  # memory may be there on the next try: never remembered
-            failure = exc
-            if type(exc).__name__ == "SpeechEnhancerUnavailable":
-                failure = SceneError(Reason.BACKEND_ERROR, f"{UNAVAILABLE_TAG} {_first_line(exc)}")
-            if path is not None:
-                self._failed[path] = failure
-            if failure is exc:
-                raise
-            raise failure from exc
-
-    def _enhance(self, audio):
-        result = self._enhancer.enhance(audio, self.sample_rate)
+            if any(c.__name__ == UNAVAILABLE_EXCEPTION for c in type(exc).__mro__):
+                raise SceneError(Reason.ENHANCER_UNAVAILABLE, first_line(exc)) from exc
+            raise
         if getattr(result, "success", False):
             return self._fit(result, audio.shape[0])
         why = getattr(result, "error_message", None) or "it reported a failure without a reason"
@@ -273,7 +264,7 @@ class HostedBackend(Backend):
         """The result as mono float32 at ``sample_rate``, exactly ``n`` samples long."""
         import numpy as np
 
-        from ..audio import resample
+        from ..audio import fit_length, resample
 
         y = np.asarray(result.audio, dtype=np.float32)
         if y.ndim == 2:  # channels first or last: the short axis is the channels
@@ -288,9 +279,7 @@ class HostedBackend(Backend):
             raise SceneError(Reason.BACKEND_ERROR, f"{self.display_name} returned "
                              f"{y.shape[0] / self.sample_rate:.3f} s of audio for a "
                              f"{n / self.sample_rate:.3f} s scene")
-        if y.shape[0] < n:
-            y = np.pad(y, (0, n - y.shape[0]))
-        return np.ascontiguousarray(y[:n], dtype=np.float32)
+        return np.ascontiguousarray(fit_length(y, n), dtype=np.float32)
 
     def describe(self) -> dict:
         return dict(super().describe(), display_name=self.display_name)
@@ -317,11 +306,6 @@ def _cleanup(enhancer) -> None:
         enhancer.cleanup()
     except Exception:  # cleanup is best effort: the worker is about to leave anyway
         pass
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 # -- listing (the `models` command) ------------------------------------------------------------
@@ -351,19 +335,25 @@ def available_hosted() -> tuple[HostedInfo, ...]:
         try:
             ok, hint = factory.is_backend_available(backend)
         except Exception as exc:
-            ok, hint = False, _first_line(exc)
-        models: tuple[str, ...] = ()
-        if ok:
-            try:
-                enhancer = factory.create(backend)
-                models = tuple(str(m) for m in (enhancer.get_supported_models() or ()))
-                _cleanup(enhancer)
-            except Exception:
-                models = ()
+            ok, hint = False, first_line(exc)
+        models = _models_of(factory, backend) if ok else ()
         infos.append(HostedInfo(backend, PREFIX + backend, models, bool(ok), str(hint or "")))
     return tuple(infos)
 
 
-__all__ = ["PREFIX", "UNAVAILABLE_TAG", "HostedRecipe", "HostedBackend", "HostedInfo",
+def _models_of(factory, backend: str) -> tuple[str, ...]:
+    """``get_supported_models()`` of the factory's (lazy) object; () when it cannot say."""
+    enhancer = None
+    try:
+        enhancer = factory.create(backend)
+        return tuple(str(m) for m in (enhancer.get_supported_models() or ()))
+    except Exception:  # a listing shows what it can; this backend just lists no models
+        return ()
+    finally:
+        if enhancer is not None:
+            _cleanup(enhancer)
+
+
+__all__ = ["PREFIX", "HostedRecipe", "HostedBackend", "HostedInfo",
            "hosted_class", "is_hosted_spec", "is_plain_setting", "check_available",
            "available_hosted", "import_factory", "factory_backends"]

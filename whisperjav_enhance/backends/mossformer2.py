@@ -49,6 +49,7 @@ import types
 from pathlib import Path
 
 from .. import weights as weights_mod
+from ..devices import is_cuda
 from ..errors import WeightsError
 from .base import Backend, BackendOption, WeightsInfo, check_windowing
 
@@ -252,7 +253,7 @@ class MossFormer2Backend(Backend):
         self.device = device
 
     def close(self) -> None:
-        on_cuda = self.device is not None and self.device.type == "cuda"
+        on_cuda = is_cuda(self.device)
         self.net = self.fbank = self.window = None
         if on_cuda:
             import torch

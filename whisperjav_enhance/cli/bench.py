@@ -1,7 +1,13 @@
 """``whisperjav-enhance bench``: the thin hook to the benchmark, which lives in the sibling
 package ``whisperjav_enhance_bench`` (installed with this one). Its module ``command`` provides
-``add_arguments(parser)``, ``run(args, argv)`` and ``quality_main(argv, prog)``; it is imported
-only when the command is ``bench``, so the other commands never load it."""
+``add_arguments(parser)`` (every option, ``--quality`` and ``--debug`` included), ``run(args,
+argv)`` and ``quality_main(argv, prog)``; it is imported only when the command is ``bench``, so
+the other commands never load it.
+
+Without the package the command still parses (``--help`` shows ``--quality`` and ``--debug``)
+and accepts the benchmark's options unread (``harness_missing``: the parser's caller lets them
+through), so that running it says the package is missing instead of calling the options
+unrecognised."""
 
 from __future__ import annotations
 
@@ -25,17 +31,12 @@ def add_parser(sub, with_harness: bool = True) -> None:
     bench = optional_module(HOOK) if with_harness else None
     if bench is not None:
         bench.add_arguments(p)
-    elif with_harness:
-        # Its options are unknown without the package: accept any, so cmd_bench can say what is
-        # missing instead of argparse calling the user's options unrecognised.
-        parse_known = p.parse_known_args
-        p.parse_known_args = lambda args=None, namespace=None: (parse_known(args, namespace)[0], [])
-    for flag, text in (("--quality", "run the quality comparison instead (its options: `bench "
-                                     "--quality --help`) (default: off)"),
-                       ("--debug", "show tracebacks (default: off)")):
-        if flag not in p._option_string_actions:
-            p.add_argument(flag, action="store_true", help=text)
-    p.set_defaults(func=cmd_bench)
+    else:  # not asked for, or not installed: the two options every form of the command has
+        p.add_argument("--quality", action="store_true",
+                       help="run the quality comparison instead (its options: `bench --quality "
+                            "--help`) (default: off)")
+        p.add_argument("--debug", action="store_true", help="show tracebacks (default: off)")
+    p.set_defaults(func=cmd_bench, harness_missing=with_harness and bench is None)
 
 
 def optional_module(name: str):

@@ -10,6 +10,7 @@ import importlib.util
 import textwrap
 import time
 
+from .. import audio
 from ..backends.base import OptionText
 from ..config import EnhanceOptions, PoolPolicy
 from ..errors import ConfigError, RunInterrupted
@@ -158,17 +159,19 @@ def _add_output_options(g) -> None:
     g.add_argument("--batch-seconds", type=float, default=_OPT.batch_seconds, metavar="S",
                    help="audio seconds packed into one work unit " + _d(f"{_OPT.batch_seconds:g}"))
     g.add_argument("--output-sample-rate", type=int, default=None, metavar="HZ",
-                   help="sample rate of the outputs, 4000-384000 like an input's (default: keep "
-                        "each input's rate)")
-    g.add_argument("--output-subtype", choices=("PCM_16", "PCM_24", "FLOAT"),
+                   help=f"sample rate of the outputs, {audio.MIN_SAMPLE_RATE_HZ}-"
+                        f"{audio.MAX_SAMPLE_RATE_HZ} like an input's (default: keep each input's "
+                        "rate)")
+    g.add_argument("--output-subtype", choices=audio.SUBTYPES,
                    default=_OPT.output_subtype,
                    help="WAV sample encoding of the outputs " + _d(_OPT.output_subtype))
-    g.add_argument("--clip", choices=("clip", "normalize", "none"), default=_OPT.clip,
+    g.add_argument("--clip", choices=audio.CLIP_POLICIES, default=_OPT.clip,
                    help="samples past full scale: clip them, normalize the scene down, or none "
                         "(FLOAT output only) " + _d(_OPT.clip))
     g.add_argument("--max-scene-seconds", type=float, default=None, metavar="S",
                    help="scenes longer than this fail as too_long instead of being enhanced "
-                        "(default: 14400 s, the 4 h upper limit)")
+                        f"(default: {audio.MAX_DURATION_S:g} s, the "
+                        f"{audio.MAX_DURATION_S / 3600:g} h upper limit)")
     g.add_argument("--overwrite", action="store_true",
                    help="enhance every scene again even when its output exists and was made with "
                         "the same settings (default: off: such outputs are skipped, which is what "

@@ -6,15 +6,18 @@ Printed on stdout: a table (backend and why, weights or the download a run would
 device and workers, scenes to enhance / already done / redone for changed settings / rejected,
 audio seconds and work units, a rough estimate with its basis), the run's notes, and every scene
 the run would reject with its reason. ``--summary-json PATH`` (only when given) gets
-``RunPlan.as_dict()``; the default OUT_DIR/summary.json is not written. Whatever a real run would
-refuse before its first scene is raised by plan_scenes as the same error, so the exit code is the
-one the run would give before starting (2), else 0.
+``RunPlan.as_dict()``, at exactly the path plan_scenes checked; the default OUT_DIR/summary.json is
+not written, and a plan inside an OUT_DIR that does not exist yet is refused (a dry run creates
+no OUT_DIR). Whatever a real run would refuse before its first scene is raised by plan_scenes as
+the same error, so the exit code is the one the run would give before starting (2), else 0.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from ..errors import ConfigError
 from .consoles import escape, scene_detail
 from .progress import format_clock
 from .render import backend_note
@@ -24,12 +27,29 @@ def run_dry(args, options, policy, console) -> None:
     """Plan, print the plan, write it to --summary-json when that was given."""
     from ..dryrun import plan_scenes
     from ..manifest import write_json_atomic
+    from ..outdir import summary_target
 
+    target = None if args.summary_json is None else summary_target(args.summary_json)
+    root = None if target is None else _plan_root(target, Path(os.path.abspath(args.out_dir)))
     plan = plan_scenes(args.inputs, args.out_dir, options, policy, args.summary_json)
     written = None
-    if args.summary_json:
-        written = write_json_atomic(Path(args.summary_json).absolute(), plan.as_dict())
+    if plan.summary_path is not None:  # the path plan_scenes checked: written as checked
+        assert Path(plan.summary_path) == target, (plan.summary_path, target)
+        written = write_json_atomic(plan.summary_path, plan.as_dict(), root=root)
     print_plan(plan, console, written)
+
+
+def _plan_root(target: Path, out_root: Path) -> Path | None:
+    """The ``root`` the plan is written under: OUT_DIR when the plan goes inside it (its folders
+    are then never followed through links), else None. ConfigError (exit 2) for a plan inside an
+    OUT_DIR that does not exist: writing it would create OUT_DIR, which a dry run never does."""
+    if not target.is_relative_to(out_root):
+        return None
+    if not out_root.is_dir():
+        raise ConfigError(f"--summary-json {target} is inside the output folder {out_root}, which "
+                          "does not exist yet, and a dry run creates nothing: name a file outside "
+                          "it, or run once without --dry-run first")
+    return out_root
 
 
 def print_plan(plan, console, written=None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+from ..diskspace import format_bytes
 from ..status import Retirement, Status
 from .consoles import escape, scene_detail
 from .progress import ProgressDisplay, RunProgress
@@ -21,14 +22,6 @@ def backend_note(backend: str, note: str) -> str:
     """The library's note minus the obvious "X was requested" (kept: auto's reasons, warnings)."""
     obvious = f"{backend} was requested"
     return note[len(obvious):].lstrip("; ") if note.startswith(obvious) else note
-
-
-def size_text(n: int) -> str:
-    """Bytes for people: 211.3 MiB, 8.4 KiB, 24 B."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
 
 
 class Renderer:
@@ -127,7 +120,7 @@ class Renderer:
         if ev.level == "warning":
             self.shown_warnings.append(ev.message)
             self.print(f"[yellow]warning[/yellow]: {escape(ev.message)}")
-        elif ev.level != "debug" or self.debug:
+        else:
             self.print(f"[dim]{escape(ev.message)}[/dim]")
 
     # -- weights downloads (whisperjav_enhance.hub), before any worker starts ------------------------
@@ -149,7 +142,7 @@ class Renderer:
         elif ev.bytes_total is not None and ev.bytes_done >= ev.bytes_total \
                 and ev.filename not in self.download_done:
             self.download_done.add(ev.filename)
-            self.print(f"  {escape(ev.filename)}: {size_text(ev.bytes_total)} received")
+            self.print(f"  {escape(ev.filename)}: {format_bytes(ev.bytes_total)} received")
 
     def on_DownloadFinished(self, ev) -> None:
         self._stop_download()
@@ -185,4 +178,4 @@ def _download_bar(console):
                     TimeRemainingColumn(), console=console)
 
 
-__all__ = ["Renderer", "backend_note", "size_text"]
+__all__ = ["Renderer", "backend_note"]

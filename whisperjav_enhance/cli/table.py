@@ -79,9 +79,10 @@ def _scenes_text(summary) -> str:
 
 
 def _rate_text(summary) -> str:
-    if summary.wall_seconds <= 0 or not summary.audio_seconds:
-        return f"n/a [dim]({RATE_MEANING})[/dim]"
-    return f"{summary.audio_seconds / summary.wall_seconds:.1f} audio s/s [dim]({RATE_MEANING})[/dim]"
+    """summary.rate, the number summary.json holds (n/a only when it has none)."""
+    rate = summary.rate
+    shown = "n/a" if rate is None else f"{rate:.1f} audio s/s"
+    return f"{shown} [dim]({RATE_MEANING})[/dim]"
 
 
 def _workers_text(summary) -> str:

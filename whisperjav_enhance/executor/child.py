@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import faulthandler
 import os
-import signal
 import sys
 import threading
 import time
@@ -20,9 +19,10 @@ import traceback
 import multiprocess
 
 from ..config import PoolPolicy
+from ..status import Retirement
+from .interrupts import release_held_interrupt_in_child
 from .messages import LoadFailed, Retiring, Shutdown, WorkerSpec
 from .runtime import WorkerRuntime
-from ..status import Retirement
 
 # Exit code of a worker that saw its parent die (the parent cannot read it; for logs and tests).
 PARENT_GONE_EXIT_CODE = 70
@@ -87,9 +87,7 @@ def _prepare(spec: WorkerSpec, log_path: str | None) -> None:
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     faulthandler.enable(file=sys.stderr, all_threads=True)
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if hasattr(signal, "pthread_sigmask"):  # started with it blocked (local.py): now ignored
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        release_held_interrupt_in_child()
     except (ValueError, OSError):  # not the main thread, or a platform without it
         pass
 

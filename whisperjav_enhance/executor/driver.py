@@ -39,7 +39,6 @@ import logging
 import time
 from typing import Callable, Sequence
 
-from ..atomic import remove_partials
 from ..config import PoolPolicy
 from ..errors import RunInterrupted
 from ..events import Log, WorkerRetired
@@ -52,7 +51,7 @@ from .ledger import ExecutorReport, Ledger
 from .messages import (Alive, LoadFailed, Ready, Retiring, SceneDone, SceneTask, UnitDone,
                        UnitLost, WorkerSpec)
 from .scheduling import Job, Scheduler, jobs_for, max_worker_starts
-from .transport import Exited, Transport
+from .transport import Exited, Transport, backend_class_of
 from .workers import Lane, State, Worker
 
 log = logging.getLogger("whisperjav_enhance.executor")
@@ -62,6 +61,11 @@ POLL_S = 0.5                  # longest single wait; keeps Ctrl-C prompt on Wind
 LEAVE_TIMEOUT_S = 30.0        # a retired worker gets this long to exit before it is killed
 SHUTDOWN_GRACE_S = 10.0       # at the end of a run, for workers to send their last report
 MAX_FUTILE_CRASHES = 3        # per lane: consecutive crashes that finish nothing end the run
+# A backend that takes whole scenes (DeepFilterNet3, hosted WhisperJAV enhancers) says nothing
+# between the start and the end of a scene, so its watchdog also allows this many seconds per
+# second of the longest scene in flight (the slowest of them, a hosted enhancer on a CPU, runs at
+# about real time); windowed backends report every forward and get scene_timeout_s alone.
+WHOLE_SCENE_S_PER_AUDIO_S = 2.0
 
 
 class Driver:
@@ -78,6 +82,8 @@ class Driver:
             policy, len(lanes), standbys, len(jobs), len(tasks)))
         self.workers: dict[int, Worker] = {}   # every worker not yet gone
         self.next_id = 0
+        self.whole_scene_lanes = {lane.index for lane in lanes
+                                  if not backend_class_of(lane.spec).windowed}
         self.closing = False                   # every scene is done: an exit now is no crash
 
     def run(self) -> ExecutorReport:
@@ -181,6 +187,8 @@ class Driver:
         elif isinstance(msg, UnitLost):
             self._unit_over(w, "lost its unit without reporting")
         elif isinstance(msg, Ready):
+            if w.kill_reason is not None:
+                return  # loaded just as it was being killed: never given a unit
             w.state, w.pid = State.READY, msg.pid
             w.label = w.label or w.lane.label
             log.debug("worker %d ready on %s (pid %d, %s)", w.id, w.label, msg.pid, msg.device_name)
@@ -242,8 +250,13 @@ class Driver:
         if w.state is State.STARTING:
             return w.started_at + self.policy.startup_timeout_s
         if w.state is State.BUSY:
-            return w.progress_at + self.policy.scene_timeout_s
+            return w.progress_at + self.policy.scene_timeout_s + self._scene_allowance(w)
         return None
+
+    def _scene_allowance(self, w: Worker) -> float:
+        if w.lane.index not in self.whole_scene_lanes or not w.open:
+            return 0.0
+        return WHOLE_SCENE_S_PER_AUDIO_S * max(self.ledger.tasks[i].duration_s for i in w.open)
 
     def _next_deadline(self) -> float:
         deadlines = [d for d in map(self._deadline, self.workers.values()) if d is not None]
@@ -271,6 +284,7 @@ class Driver:
         self.ledger.emit(Log(f"giving up: {why}", "warning"))
         log.debug("giving up: %s", why)
         self.stop()
+        self.sched.remove_partials()  # the stopped workers' half-written files
         self.sched.fail_unfinished(why)
 
     # -- stopping ------------------------------------------------------------------------------------
@@ -279,8 +293,7 @@ class Driver:
         Retiring "shutdown"), busy ones first send the rest of their last unit's report."""
         self.closing = True
         for w in list(self.workers.values()):
-            if w.state is State.STARTING:
-                w.retiring = Retiring(w.id, Retirement.SHUTDOWN, 0)  # a standby nobody needed
+            if w.state is State.STARTING:  # a standby nobody needed (closing: its exit is no crash)
                 self._kill(w, "not needed: the run is over")
         deadline = time.perf_counter() + SHUTDOWN_GRACE_S
         while self.workers and time.perf_counter() < deadline:
@@ -346,24 +359,25 @@ def execute(tasks: Sequence[SceneTask], units: Sequence, specs: Sequence[WorkerS
             if driver is not None:
                 driver.stop()
                 if not finished:  # any other way out (a failing on_event, a bug): no temporaries
-                    remove_partials(driver.sched.unfinished_outputs())
+                    driver.sched.remove_partials()
         finally:
             restore()
             transport.close()
 
 
 def _interrupted(exc: BaseException, driver: Driver | None, transport: Transport) -> RunInterrupted:
-    removed, outcomes = [], ()
+    removed, outcomes, report = [], (), None
     if driver is not None:
         driver.stop()
-        removed = remove_partials(driver.sched.unfinished_outputs())
+        removed = driver.sched.remove_partials()
         outcomes = driver.ledger.outcomes()
+        report = driver.sched.report(complete=False, devices=tuple(transport.devices),
+                                     lanes=len(driver.lanes))
     what = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
     log.debug("interrupted by %s: %d temporary file(s) removed", what, len(removed))
-    err = RunInterrupted(f"interrupted by {what}: {transport.title} workers stopped, {len(removed)} "
-                         "temporary file(s) removed, finished scenes kept")
-    err.outcomes = outcomes
-    return err
+    return RunInterrupted(f"interrupted by {what}: {transport.title} workers stopped, "
+                          f"{len(removed)} temporary file(s) removed, finished scenes kept",
+                          outcomes, report)
 
 
 __all__ = ["Driver", "execute", "POLL_S", "LEAVE_TIMEOUT_S", "SHUTDOWN_GRACE_S",

@@ -18,6 +18,7 @@ import traceback
 from typing import Callable, Sequence
 
 from ..config import PoolPolicy
+from ..devices import is_cuda
 from ..status import Retirement
 from .messages import LoadFailed, Retiring, UnitAssignment, WorkerSpec
 from .runtime import WorkerRuntime
@@ -52,7 +53,7 @@ class InProcessTransport(Transport):
             self.pending.append((w, LoadFailed(w.id, type(exc).__name__, str(exc),
                                                traceback.format_exc(),
                                                tuple(getattr(exc, "searched", ()) or ()))))
-        if getattr(runtime.device, "type", None) == "cuda":
+        if is_cuda(runtime.device):
             self.used_cuda.append(runtime)
 
     def send(self, w: Worker, unit: UnitAssignment) -> None:

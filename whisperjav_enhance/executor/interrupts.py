@@ -1,8 +1,11 @@
-"""Stopping a run cleanly: the one per-platform hook that turns a termination signal into an
-exception in the main thread, so SIGTERM (and Ctrl-Break on Windows) takes Ctrl-C's orderly path."""
+"""Signals, in one place: the per-platform hook that turns a termination signal into an
+exception in the main thread (so SIGTERM, and Ctrl-Break on Windows, take Ctrl-C's orderly path),
+and once a run is stopping, nothing more cuts it short; Ctrl-C held while a worker starts or
+deferred while Ray starts; termination handlers kept across what third-party code replaces."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from typing import Callable
@@ -66,4 +69,71 @@ def install_termination_handler() -> Callable[[], None]:
     return restore
 
 
-__all__ = ["Terminated", "install_termination_handler"]
+@contextlib.contextmanager
+def held_interrupts():
+    """SIGINT held back for the block (a process started inside it inherits the block).
+
+    A terminal's Ctrl-C reaches the whole process group: a worker still importing, before its
+    entry point ignores SIGINT, would die with a traceback on the parent's stderr. So workers
+    start with SIGINT blocked (child.py ignores it, then unblocks), and this process gets a Ctrl-C
+    pressed meanwhile when the block ends. POSIX only: Windows has no signal masks, and there the
+    console's Ctrl-C is the parent's to handle."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Hold a Ctrl-C that arrives while ray.init runs and raise it once init has returned.
+
+    Interrupted half-way, ray.init leaves daemons it has started but not yet recorded (seen here:
+    the raylet's agents outlive the run); complete, ``ray.shutdown`` stops every one. Ray's
+    daemons block SIGINT themselves, so the terminal's Ctrl-C reaches only this process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        _state["stopping"] = True  # the run stops now: later presses must not cut it short
+        raise KeyboardInterrupt
+
+
+def keep_signal_handlers() -> Callable[[], None]:
+    """Remember the termination handlers; returns a function that puts them back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    names = ("SIGTERM", "SIGBREAK")  # SIGBREAK exists only on Windows
+    saved = {sig: signal.getsignal(sig) for sig in (getattr(signal, n, None) for n in names)
+             if sig is not None}
+
+    def put_back():
+        for sig, handler in saved.items():
+            try:
+                signal.signal(sig, handler)
+            except (ValueError, OSError, TypeError):  # None: a handler not set from Python
+                pass
+
+    return put_back
+
+
+def release_held_interrupt_in_child() -> None:
+    """In a worker started inside :func:`held_interrupts`: ignore SIGINT, then unblock it (a
+    Ctrl-C pressed during the start is dropped, as the parent has it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+__all__ = ["Terminated", "install_termination_handler", "held_interrupts",
+           "deferred_interrupts", "keep_signal_handlers", "release_held_interrupt_in_child"]

@@ -24,7 +24,8 @@ log = logging.getLogger("whisperjav_enhance.executor")
 class ExecutorReport:
     """What a run of the executor did, beside the per-scene records."""
 
-    outcomes: tuple[SceneResult, ...]    # exactly one per task, in task order
+    outcomes: tuple[SceneResult, ...]    # one per task, in task order (an interrupted run's:
+                                         # the records made before the stop)
     workers_started: int                 # workers started (standbys included)
     recycles: dict                       # status.Retirement -> workers retired for it
     worker_crashes: int                  # workers that died without retiring (timeouts included)
@@ -123,9 +124,10 @@ class Ledger:
         """The records so far, in task order (all of them once the run is complete)."""
         return tuple(self.results[i] for i in self.order if i in self.results)
 
-    def report(self, **counters) -> ExecutorReport:
+    def report(self, complete: bool = True, **counters) -> ExecutorReport:
+        """The run's report; ``complete`` False: an interrupted run's, with the records so far."""
         missing = [i for i in self.order if i not in self.results]
-        if missing:  # a bug in the executor, never a user's problem: say so loudly
+        if missing and complete:  # a bug in the executor, never a user's problem: say so loudly
             raise RuntimeError(f"executor finished without a terminal state for scenes {missing[:10]}")
         return ExecutorReport(outcomes=self.outcomes(), telemetry=tuple(self.telemetry),
                               batch_sizes=dict(self.batch_sizes), peak_vram_mib=self.peak_vram_mib,

@@ -21,10 +21,10 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
+import time
 import types
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -35,6 +35,7 @@ from multiprocess.connection import wait as _wait
 from ..config import PoolPolicy
 from .child import worker_main
 from .failures import describe_exit
+from .interrupts import held_interrupts
 from .messages import Shutdown, UnitAssignment, WorkerSpec
 from .transport import Exited, Transport, local_cores, plan_lanes
 from .workers import Lane, State, Worker
@@ -72,23 +73,6 @@ def _callers_main_hidden():
                 sys.modules["__main__"] = main
 
 
-@contextlib.contextmanager
-def _interrupts_held():
-    """A terminal's Ctrl-C reaches the whole process group: a worker still importing before its
-    entry point ignores SIGINT would die with a traceback on the parent's stderr. The child is
-    started with SIGINT blocked (it inherits the mask, and child.py ignores SIGINT before
-    unblocking); this process gets a Ctrl-C pressed meanwhile when the block ends. POSIX only:
-    Windows has no signal masks, and there the console's Ctrl-C is the parent's to handle."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 class LocalTransport(Transport):
     """Spawned worker processes on this machine; see the module docstring."""
 
@@ -115,10 +99,18 @@ class LocalTransport(Transport):
             target=worker_main,
             args=(child_conn, w.id, w.lane.spec, policy, w.lane.threads, log_path),
             name=f"whisperjav-enhance-worker-{w.id}", daemon=True)
-        with _callers_main_hidden(), _interrupts_held():
-            process.start()
-        child_conn.close()  # ours is closed so the pipe reports EOF when the child dies
-        w.handle, w.pid = _Process(process, parent_conn, log_path), process.pid
+        try:
+            with _callers_main_hidden(), held_interrupts():
+                process.start()
+                # Recorded before a Ctrl-C held during the start is let through: the driver
+                # then stops a worker it knows how to stop.
+                w.handle, w.pid = _Process(process, parent_conn, log_path), process.pid
+        except BaseException:
+            if w.handle is None:  # not started: nobody else will close our end
+                parent_conn.close()
+            raise
+        finally:
+            child_conn.close()  # ours is closed so the pipe reports EOF when the child dies
 
     def send(self, w: Worker, unit: UnitAssignment) -> None:
         self._send(w, unit)
@@ -179,12 +171,15 @@ class LocalTransport(Transport):
         if h.conn is not None:
             h.conn.close()
             h.conn = None
+        # The worker's own log is read only for the debug log, the one place that shows it.
+        detail = _tail(h.log_path) if log.isEnabledFor(logging.DEBUG) else ""
         return Exited(describe_exit(h.process.exitcode, loaded=w.state is not State.STARTING),
-                      _tail(h.log_path))
+                      detail)
 
     # -- stopping ----------------------------------------------------------------------------------
     def stop(self, workers: Sequence[Worker]) -> None:
         """Terminate, then kill, each worker; join each with a timeout."""
+        workers = [w for w in workers if w.handle is not None]  # a start that failed: nothing
         for w in workers:
             if w.handle.process.is_alive():
                 w.handle.process.terminate()
@@ -217,8 +212,6 @@ def _tail(path: str) -> str:
 
 
 def _sleep(seconds: float) -> list:
-    import time
-
     time.sleep(seconds)
     return []
 

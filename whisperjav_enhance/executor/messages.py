@@ -97,8 +97,8 @@ class Shutdown:
 class Ready:
     """The model is loaded; the worker waits for units."""
 
-    worker: int
-    pid: int
+    worker: int                     # the worker's id (Worker.id)
+    pid: int                        # its process id (the driver watches and reports it)
     startup_s: float                # seconds from entering the worker's entry point to loaded
     device: str                     # torch device inside the worker ("cpu", "cuda:0")
     device_name: str                # e.g. the GPU's name, or "cpu"
@@ -111,7 +111,7 @@ class LoadFailed:
     """The backend could not be built or loaded. Whether that ends the run is the driver's call
     (failures.load_failure_is_fatal): a setup error does, a later worker's bad luck does not."""
 
-    worker: int
+    worker: int                     # the worker's id
     error_type: str                 # class name of the exception in the worker
     message: str                    # str(exception)
     traceback_text: str             # the worker's formatted traceback
@@ -122,7 +122,7 @@ class LoadFailed:
 class SceneDone:
     """One scene reached its terminal state in the worker (sent as soon as it does)."""
 
-    worker: int
+    worker: int                     # the worker's id
     result: SceneResult             # seconds: wall seconds since the unit's previous result
 
 
@@ -133,15 +133,15 @@ class Alive:
     Without it the watchdog could only time whole scenes, and a long scene on a slow device (a
     20-minute scene on a CPU) would be killed as hung, twice, then quarantined."""
 
-    worker: int
+    worker: int                     # the worker's id
 
 
 @dataclass(frozen=True)
 class UnitDone:
     """A unit is finished and its tensors freed; the worker's allocator state at that point."""
 
-    worker: int
-    unit_id: int
+    worker: int                     # the worker's id
+    unit_id: int                    # the unit's (UnitAssignment.unit_id)
     scenes_done: int                # scenes this worker finished in its life, this unit included
     busy_s: float                   # wall seconds spent on the unit
     memory: MemorySnapshot          # after gc and, if on, empty_cache
@@ -157,16 +157,16 @@ class UnitLost:
     """Said by a transport, not a worker: the worker's unit ended without its UnitDone (a bug in
     the worker code; Ray notices it when the unit's stream ends). Its unreported scenes go back."""
 
-    worker: int
+    worker: int                     # the worker's id
 
 
 @dataclass(frozen=True)
 class Retiring:
     """The worker's last message: why it leaves, and which of its unit's scenes it did not finish."""
 
-    worker: int
+    worker: int                     # the worker's id
     reason: str                     # status.Retirement
-    scenes_done: int
+    scenes_done: int                # scenes it finished in its life
     unfinished: tuple[int, ...] = ()  # scenes to run elsewhere (oom, cuda_error, worker_error)
     culprit: int | None = None        # the scene whose window ran out of memory alone (oom)
     message: str = ""                 # the measurement or error behind it (may hold a traceback)

@@ -37,11 +37,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..config import PoolPolicy
-from ..errors import BackendUnavailable, DeviceError
+from ..errors import BackendUnavailable, DeviceError, first_line
 from ..events import Log
 from ..status import Retirement
 from .messages import LoadFailed, Retiring, UnitAssignment, UnitDone, UnitLost, WorkerSpec
-from .ray_session import RaySession, cluster_slots, import_ray, keep_signal_handlers
+from .interrupts import keep_signal_handlers
+from .ray_session import RaySession, cluster_slots, import_ray
 from .transport import (Exited, Transport, backend_class_of, cpu_lane_count, cpu_threads,
                         runs_on_gpu)
 from .workers import Lane, Worker
@@ -255,7 +256,8 @@ class RayTransport(Transport):
         self.pending.append((w, Retiring(w.id, Retirement.SHUTDOWN, w.scenes_done)))
 
     def end(self, w: Worker) -> None:
-        self._kill_all([w])
+        # A retired actor has nothing in flight: no need to hold the driver until it is gone.
+        self._kill_all([w], wait=False)
         self.pending.append((w, Exited("ended with ray.kill after retiring")))
 
     def kill(self, w: Worker) -> None:
@@ -286,7 +288,7 @@ class RayTransport(Transport):
         except self.ray.exceptions.RayActorError as err:
             if getattr(err, "actor_init_failed", False):
                 raise BackendUnavailable(
-                    f"a Ray worker could not be created ({_first_line(err)}); install the same "
+                    f"a Ray worker could not be created ({first_line(err)}); install the same "
                     "whisperjav-enhance version and the backend's packages on every node") from err
             return [(w, Exited(describe_actor_death(err)))]
         msg = loaded.message
@@ -327,9 +329,9 @@ class RayTransport(Transport):
     def stop(self, workers: Sequence[Worker]) -> None:
         self._kill_all([w for w in workers if w.handle is not None])
 
-    def _kill_all(self, workers: list[Worker]) -> None:
-        """ray.kill each actor and wait until its process is gone (so nothing it writes can appear
-        after its temporaries are removed)."""
+    def _kill_all(self, workers: list[Worker], wait: bool = True) -> None:
+        """ray.kill each actor and (``wait``) until its process is gone, so nothing it writes can
+        appear after its temporaries are removed."""
         for w in workers:
             try:
                 self.ray.kill(w.handle.actor, no_restart=True)
@@ -337,7 +339,7 @@ class RayTransport(Transport):
                 pass
             w.handle.stream = w.handle.ready_ref = None
         deadline = time.monotonic() + KILL_WAIT_S
-        for w in workers:
+        for w in workers if wait else ():
             if w.pid is None:
                 continue
             if not w.handle.local:
@@ -357,11 +359,6 @@ class RayTransport(Transport):
 
 def _on_slots(spec: WorkerSpec, slots) -> list[WorkerSpec]:
     return [dataclasses.replace(spec, slot=slot) for slot in slots]
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 __all__ = ["RayTransport", "RayWorker", "describe_actor_death"]

@@ -8,19 +8,16 @@ leaves it running. If this process is already connected to Ray, that connection 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import os
 import re
-import signal
 import socket
-import threading
-from typing import Callable
 
 from ..backends.base import install_hint
 from ..devices import DeviceSlot
-from ..errors import BackendUnavailable, ConfigError, DeviceError
+from ..errors import BackendUnavailable, ConfigError, DeviceError, first_line
+from .interrupts import deferred_interrupts
 
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024  # local instance only: small messages cross Ray, never
                                               # audio, so the object store is kept small
@@ -63,10 +60,10 @@ class RaySession:
         if self.address:
             try:
                 _probe(self.address)
-                with _interrupts_deferred():
+                with deferred_interrupts():
                     self.ray.init(address=self.address, **common)
             except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-                raise ConfigError(f"cannot join the Ray cluster at {self.address}: {_first_line(exc)}; "
+                raise ConfigError(f"cannot join the Ray cluster at {self.address}: {first_line(exc)}; "
                                   "check --ray-address (the head node's GCS address, e.g. "
                                   "10.0.0.5:6379, or 'auto' on a cluster node), and for a cluster "
                                   "with token authentication (Ray's default) set RAY_AUTH_MODE=token "
@@ -79,13 +76,13 @@ class RaySession:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_visible)
         try:
             self.owned = True
-            with _interrupts_deferred():
+            with deferred_interrupts():
                 self.ray.init(num_cpus=os.cpu_count() or 1,
                               num_gpus=len(gpu_visible) if gpu_visible else 0,
                               include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                               **common)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError, OSError) as exc:
-            raise ConfigError(f"could not start a local Ray instance: {_first_line(exc)}; Ray's "
+            raise ConfigError(f"could not start a local Ray instance: {first_line(exc)}; Ray's "
                               "logs are under its temp dir (RAY_TMPDIR, default /tmp/ray) in "
                               "session_latest/logs; or use --executor pool") from exc
         finally:
@@ -131,26 +128,6 @@ def cluster_slots(device: str, resources: dict, where: str) -> list[DeviceSlot]:
     return [DeviceSlot(f"cuda:{i}", None, "cuda:0") for i in range(gpus)]
 
 
-@contextlib.contextmanager
-def _interrupts_deferred():
-    """Hold a Ctrl-C that arrives while ray.init runs and raise it once init has returned.
-
-    Interrupted half-way, ray.init leaves daemons it has started but not yet recorded (seen here:
-    the raylet's agents outlive the run); complete, ``ray.shutdown`` stops every one. Ray's
-    daemons block SIGINT themselves, so the terminal's Ctrl-C reaches only this process."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pressed = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if pressed:
-        raise KeyboardInterrupt
-
-
 def _probe(address: str) -> None:
     """Fail fast (ConnectionError) when a ``host:port`` address accepts no connection; other forms
     (``auto``, ``ray://...``) are left to Ray."""
@@ -164,27 +141,4 @@ def _probe(address: str) -> None:
         raise ConnectionError(f"nothing answers at {address} ({exc.strerror or exc})") from exc
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
-def keep_signal_handlers() -> Callable[[], None]:
-    """Remember the termination handlers; returns a function that puts them back."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    names = ("SIGTERM", "SIGBREAK")  # SIGBREAK exists only on Windows
-    saved = {sig: signal.getsignal(sig) for sig in (getattr(signal, n, None) for n in names)
-             if sig is not None}
-
-    def put_back():
-        for sig, handler in saved.items():
-            try:
-                signal.signal(sig, handler)
-            except (ValueError, OSError, TypeError):  # None: a handler not set from Python
-                pass
-
-    return put_back
-
-
-__all__ = ["RaySession", "cluster_slots", "import_ray", "keep_signal_handlers"]
+__all__ = ["RaySession", "cluster_slots", "import_ray"]

@@ -44,8 +44,9 @@ from typing import Callable
 
 from .. import audio, diskspace
 from ..config import PoolPolicy
+from ..devices import is_cuda
 from ..engine import EngineOutOfMemory
-from ..errors import AudioError, OutputError, SceneError
+from ..errors import AudioError, OutputError, SceneError, first_line, one_line
 from ..status import Reason, Retirement, Status
 from ..preflight import output_bytes
 from . import telemetry
@@ -74,11 +75,6 @@ def build_backend(spec: WorkerSpec):
     return backend_class(spec.backend).resolve(spec.weights_path, **dict(spec.backend_options))
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 def _is_device_fatal(exc: BaseException) -> bool:
     torch = sys.modules.get("torch")  # a backend without torch raises no CUDA errors
     if torch is None:
@@ -89,7 +85,7 @@ def _is_device_fatal(exc: BaseException) -> bool:
     return any(marker in str(exc) for marker in _DEVICE_FATAL_MARKERS)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Scene:
     """A readable scene of the unit in flight (the decoded audio lives only during the unit)."""
 
@@ -185,12 +181,9 @@ class WorkerRuntime:
         self.cap_bytes = apply_memory_cap(self.device, self.policy.vram_budget_gb)
         return props.name
 
-    def _on_cuda(self) -> bool:
-        return getattr(self.device, "type", None) == "cuda"
-
     def forward_budget(self) -> int | None:
         """Bytes one forward may use above the weights (None off CUDA: no device budget)."""
-        if not self._on_cuda():
+        if not is_cuda(self.device):
             return None
         import torch
 
@@ -216,7 +209,7 @@ class WorkerRuntime:
         start = self._last_emit = self._beat_at = time.perf_counter()
         self._emit = emit
         self.open = {t.index for t in unit.tasks}
-        if self.cap_bytes is None and self._on_cuda():
+        if self.cap_bytes is None and is_cuda(self.device):
             self.engine.budget_bytes = self.forward_budget()
         retiring = None
         scenes = self._read(unit)
@@ -249,15 +242,15 @@ class WorkerRuntime:
             except Exception as exc:  # MemoryError, a decoder bug: this scene only
                 self._fail(task, Reason.UNREADABLE, exc, with_type=True)
                 continue
-            room_needed += output_bytes(task.duration_s, task.output_sample_rate or info.sample_rate,
-                                        task.subtype)
+            need = output_bytes(task.duration_s, task.output_sample_rate or info.sample_rate,
+                                task.subtype)
             try:  # the unit's outputs so far, this one included, must fit
-                diskspace.ensure_room(os.path.dirname(task.output_path), room_needed,
+                diskspace.ensure_room(os.path.dirname(task.output_path), room_needed + need,
                                       task.output_path)
             except diskspace.DiskFull as exc:
-                room_needed = 0
                 self._fail(task, exc.reason, exc)
                 continue
+            room_needed += need
             scenes.append(_Scene(task, data, info.sample_rate, info.frames))
         return scenes
 
@@ -276,19 +269,21 @@ class WorkerRuntime:
                     continue
                 raise _Retire(Retiring(self.worker_id, Retirement.OOM, self.scenes_done,
                                        tuple(s.task.index for s in pending), culprit.task.index,
-                                       _first_line(exc)))
+                                       first_line(exc)))
             except Exception as exc:
                 if _is_device_fatal(exc):
                     raise _Retire(Retiring(self.worker_id, Retirement.CUDA_ERROR, self.scenes_done,
                                            tuple(s.task.index for s in pending), None,
-                                           _one_line(exc) + "\n" + traceback.format_exc()))
-                if len(group) > 1:
+                                           one_line(exc) + "\n" + traceback.format_exc()))
+                if len(group) > 1 and self.backend.windowed:
                     isolate = True  # find the culprit: the same scenes again, one at a time
                     continue
-                pending.remove(group[0])
+                # One scene alone, or a whole-scene backend: its scenes run one after the other,
+                # so the culprit is the first not yet written.
+                culprit = pending.pop(0)
                 own = isinstance(exc, SceneError)  # the backend's own words for this scene
                 reason = exc.reason if own else Reason.BACKEND_ERROR
-                self._fail(group[0].task, reason, exc, with_type=not own)
+                self._fail(culprit.task, reason, exc, with_type=not own)
 
     def _run_group(self, group: list[_Scene], pending: list[_Scene]) -> None:
         self.backend.observe_scenes([s.task.input_path for s in group], [s.audio for s in group])
@@ -324,7 +319,7 @@ class WorkerRuntime:
     def _fail(self, task: SceneTask, reason: str, exc: BaseException, with_type=False) -> None:
         """Report ``task`` failed because of ``exc`` (this is called inside its except block, so
         the traceback is the remote one the parent logs at debug level)."""
-        message = _one_line(exc) if with_type else _first_line(exc)
+        message = one_line(exc) if with_type else first_line(exc)
         self._report(task.result(Status.FAILED, reason, message, self.worker_id,
                                  detail=traceback.format_exc()))
 
@@ -347,13 +342,13 @@ class WorkerRuntime:
         Call it inside the ``except`` block (the message carries the traceback)."""
         return Retiring(self.worker_id, Retirement.WORKER_ERROR, self.scenes_done,
                         tuple(sorted(self.open)), None,
-                        _one_line(exc) + "\n" + traceback.format_exc())
+                        one_line(exc) + "\n" + traceback.format_exc())
 
     # -- after a unit ------------------------------------------------------------------------------
     def _release_and_measure(self) -> telemetry.MemorySnapshot:
         gc.collect()
         cached = None
-        if self._on_cuda():
+        if is_cuda(self.device):
             import torch
 
             torch.cuda.synchronize(self.device)
@@ -382,11 +377,6 @@ class WorkerRuntime:
                 return Retiring(self.worker_id, reason, self.scenes_done,
                                 message=f"{value / scale:.0f} {unit} (limit {limit / scale:.0f})")
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 __all__ = ["WorkerRuntime", "build_backend", "HEARTBEAT_S"]

@@ -37,7 +37,7 @@ log = logging.getLogger("whisperjav_enhance.executor")
 NO_UNIT = -1  # unit id of scenes given back by a worker that had no job
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
     """Scenes to run together in one unit."""
 
@@ -187,7 +187,7 @@ class Scheduler:
         who = f"pid {w.pid}" if w.pid else "not started"
         self.crashes.append(f"worker {w.id} ({who}): {description}")
         unfinished = sorted(i for i in w.open if not self.ledger.done(i))
-        remove_partials(self.outputs(unfinished))
+        self.remove_partials(unfinished)
         quarantined = self.charge_crash(w, unfinished, f"worker {w.id}: {description}")
         self.ledger.emit(WorkerCrashed(w.id, description, len(unfinished) - quarantined))
         if w.finished_any or quarantined:
@@ -227,15 +227,20 @@ class Scheduler:
                 self.ledger.fail(i, Reason.WORKER_CRASH, f"not run: {why}")
         self.queue.clear()
 
-    def outputs(self, scenes) -> list[str]:
-        return [self.ledger.tasks[i].output_path for i in scenes]
+    def remove_partials(self, scenes=None) -> list:
+        """Remove the temporaries of ``scenes``' outputs (default: every scene without a terminal
+        state), reached from their OUT_DIR without following links; returns what went."""
+        if scenes is None:
+            scenes = [i for i in self.ledger.order if not self.ledger.done(i)]
+        by_root: dict = {}
+        for i in scenes:
+            task = self.ledger.tasks[i]
+            by_root.setdefault(task.out_dir, []).append(task.output_path)
+        return [p for root, outputs in by_root.items() for p in remove_partials(outputs, root=root)]
 
-    def unfinished_outputs(self) -> list[str]:
-        return self.outputs(i for i in self.ledger.order if not self.ledger.done(i))
-
-    def report(self, **extra) -> ExecutorReport:
+    def report(self, complete: bool = True, **extra) -> ExecutorReport:
         return self.ledger.report(
-            workers_started=self.started, recycles=dict(self.recycles),
+            complete, workers_started=self.started, recycles=dict(self.recycles),
             worker_crashes=len(self.crashes), startup_seconds=tuple(self.startup_seconds),
             startup_wait_seconds=self.wait_s, first_ready_seconds=self.first_ready or 0.0,
             crashes=tuple(self.crashes), **extra)

@@ -15,6 +15,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from ..devices import is_cuda
+
 MIB = 1024 * 1024  # bytes
 
 
@@ -86,13 +88,9 @@ def snapshot(stats: dict | None, cached_bytes: int | None = None) -> MemorySnaps
     )
 
 
-def _is_cuda(device) -> bool:
-    return str(getattr(device, "type", device)).startswith("cuda")
-
-
 def reset_peak(device) -> None:
     """Start a new peak window (so each snapshot's peak covers one unit)."""
-    if _is_cuda(device):
+    if is_cuda(device):
         import torch
 
         torch.cuda.reset_peak_memory_stats(device)

@@ -31,8 +31,8 @@ class State(enum.Enum):
 class Lane:
     """One worker position on a device slot."""
 
-    index: int
-    spec: WorkerSpec
+    index: int                        # position among the run's lanes, from 0
+    spec: WorkerSpec                  # the device slot and backend its workers get
     threads: int | None = None        # CPU threads each of its workers may use (None: the backend's)
     options: dict = field(default_factory=dict)  # transport-specific (Ray: actor resources)
     active: "Worker | None" = None    # the worker that takes this lane's units
@@ -68,10 +68,6 @@ class Worker:
 
     def __post_init__(self):
         self.progress_at = self.started_at
-
-    @property
-    def alive(self) -> bool:
-        return self.state is not State.GONE
 
 
 __all__ = ["State", "Lane", "Worker"]

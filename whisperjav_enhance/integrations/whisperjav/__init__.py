@@ -34,6 +34,10 @@ provides (upstream.py), never by a version string; without WhisperJAV, the 1.9 r
   are read; it is never called, so it loads nothing), or a ``"backend[:model]"`` string.
   MossFormer2_SE_48K and ZipEnhancer ``torch`` run on this package's batched engine; every other
   enhancer is rebuilt from WhisperJAV's factory inside the workers (backends/hosted.py).
+- Each run holds a lock and keeps its settings records (``.whisperjav-enhance.lock``,
+  ``.whisperjav-enhance.outputs.jsonl``) in ``temp_dir`` for ``enhance_scenes`` and
+  ``resample_scenes``, and beside the output for ``enhance_single_audio``: only in folders the
+  caller handed over, never above them. No manifest or summary is written.
 - The calling process never initialises CUDA; when the call returns the workers are gone and the
   pipeline's ``enhancer.cleanup()`` is harmless. Ctrl-C raises KeyboardInterrupt after the
   workers are stopped.

@@ -40,14 +40,15 @@ def enhance_scenes(scene_paths: Sequence, enhancer, temp_dir,
     target = target_for(enhancer)
     originals = list(scene_paths)
     job = plan_job(originals, ENHANCED_SUFFIX)
-    out_dir = Path(temp_dir) / ENHANCED_DIR_NAME
+    state_dir = Path(temp_dir)    # the run's lock and records: enhanced_scenes holds only outputs
+    out_dir = state_dir / ENHANCED_DIR_NAME
     out_dir.mkdir(exist_ok=True)  # as upstream: no parents, a missing temp_dir raises
     progress = Progress(progress_callback, [Path(item[0]).name for item in originals])
     logger.info("Enhancing %d scenes with %s (%s; 16 kHz mono PCM_16 in %s)", len(originals),
                 target.display_name, target.spec, out_dir)
     try:
         outcomes = run_job(job, out_dir, run_options(options, target.spec), policy, on_event,
-                           progress)
+                           progress, state_dir=state_dir)
     except RunInterrupted:
         raise KeyboardInterrupt("speech enhancement interrupted; workers stopped") from None
     except EnhanceError as exc:
@@ -55,7 +56,7 @@ def enhance_scenes(scene_paths: Sequence, enhancer, temp_dir,
             progress.finish()
         return cannot_start(rules, target.display_name, exc, originals, degradations, strict)
     progress.finish()
-    copies = conversion_run(out_dir, options, policy, on_event)
+    copies = conversion_run(out_dir, state_dir, options, policy, on_event)
     return settle(rules, target.display_name, job, outcomes, degradations, strict, copies)
 
 
@@ -65,7 +66,8 @@ def enhance_single_audio(audio_path, enhancer, output_path=None, *,
     """Enhance one file (pipelines without scenes) to 16 kHz mono PCM_16 at ``output_path``
     (default ``<stem>_enhanced.wav`` beside it); returns that path, or ``audio_path`` itself
     when the file could not be cleaned. A clean-up that cannot start raises under 1.9 rules, as
-    does WhisperJAV's SpeechEnhancerUnavailable raised by the enhancer."""
+    does WhisperJAV's SpeechEnhancerUnavailable raised by the enhancer. The run's lock and
+    records go beside the output."""
     rules = installed_rules()
     target = target_for(enhancer)
     source = Path(audio_path)
@@ -73,7 +75,10 @@ def enhance_single_audio(audio_path, enhancer, output_path=None, *,
         source.with_name(f"{source.stem}{ENHANCED_SUFFIX}.wav")
     job = Job(((source, 0.0, 0.0, 0.0),), ((source, out.name),), {0: 0}, {})
     try:
-        outcome = run_job(job, out.parent, run_options(options, target.spec), policy, on_event)[0]
+        # No temp_dir here: the lock and records go beside the output, the one folder the
+        # caller asked us to write in.
+        outcome = run_job(job, out.parent, run_options(options, target.spec), policy, on_event,
+                          state_dir=None)[0]
     except RunInterrupted:
         raise KeyboardInterrupt("speech enhancement interrupted; workers stopped") from None
     except EnhanceError as exc:
@@ -104,7 +109,7 @@ def resample_scenes(scene_paths: Sequence, temp_dir, *, options: EnhanceOptions 
     out_dir = Path(temp_dir) / RESAMPLED_DIR_NAME
     out_dir.mkdir(exist_ok=True)
     try:
-        outcomes = conversion_run(out_dir, options, policy, on_event)(job)
+        outcomes = conversion_run(out_dir, Path(temp_dir), options, policy, on_event)(job)
     except RunInterrupted:
         raise KeyboardInterrupt("resampling interrupted; workers stopped") from None
     except EnhanceError as exc:

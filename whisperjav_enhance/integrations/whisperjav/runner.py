@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ...config import EnhanceOptions, PoolPolicy
 from ...errors import ConfigError
 from ...events import SceneFinished
-from ...status import DONE_STATUSES
+from ...status import DONE_STATUSES, Reason
 
 logger = logging.getLogger("whisperjav_enhance.integrations.whisperjav")
 
@@ -33,9 +33,19 @@ class Job:
     pairs: tuple                          # (input path, output file name), one per distinct input
     pair_of: dict                         # position -> index into pairs (positions that run)
     refused: dict                         # position -> why it is not run (an output name clash)
+    # pair -> the positions it serves, in order (the inverse of pair_of, built once: every
+    # finished scene asks for it)
+    positions: dict = field(init=False, repr=False, compare=False)
 
-    def positions_of(self, pair: int) -> list[int]:
-        return [pos for pos, p in self.pair_of.items() if p == pair]
+    def __post_init__(self):
+        assert all(0 <= p < len(self.pairs) for p in self.pair_of.values()), self.pair_of
+        positions: dict[int, list[int]] = {}
+        for pos, pair in sorted(self.pair_of.items()):
+            positions.setdefault(pair, []).append(pos)
+        object.__setattr__(self, "positions", {p: tuple(v) for p, v in positions.items()})
+
+    def positions_of(self, pair: int) -> tuple[int, ...]:
+        return self.positions.get(pair, ())
 
 
 @dataclass(frozen=True)
@@ -116,10 +126,12 @@ def run_options(options: EnhanceOptions | None, spec: str, **overrides) -> Enhan
 
 
 def run_job(job: Job, out_dir: Path, options: EnhanceOptions, policy: PoolPolicy | None,
-            on_event: Callable | None = None, progress: Progress | None = None) -> dict:
+            on_event: Callable | None = None, progress: Progress | None = None, *,
+            state_dir: Path | None) -> dict:
     """Run the job's pairs into ``out_dir``; position -> :class:`Outcome` for every position.
+    ``state_dir`` holds the run's lock and settings records (None: ``out_dir`` itself); the
+    caller names it, because only the caller knows which folder is its own to write in.
     Raises what run_scenes raises when nothing can run (EnhanceError, RunInterrupted)."""
-    from ...backends.hosted import UNAVAILABLE_TAG
     from ...pipeline import run_scenes
     from ...scenes import scenes_from_pairs
 
@@ -141,9 +153,8 @@ def run_job(job: Job, out_dir: Path, options: EnhanceOptions, policy: PoolPolicy
 
     if progress is not None:
         progress.start()
-    # The lock and settings records go beside enhanced_scenes, which holds only the outputs.
     summary = run_scenes(scenes, out_dir, options, policy or PoolPolicy(), handle,
-                         manifest_path=None, summary_json=None, state_dir=out_dir.parent)
+                         manifest_path=None, summary_json=None, state_dir=state_dir)
     by_index = {r.index: r for r in summary.scenes}
     for pos, pair in job.pair_of.items():
         r = by_index.get(pair)
@@ -155,10 +166,10 @@ def run_job(job: Job, out_dir: Path, options: EnhanceOptions, policy: PoolPolicy
         else:
             message = r.message or r.reason or "failed"
             why = message if name in message else f"{name}: {message}"
-            outcomes[pos] = Outcome(None, why, UNAVAILABLE_TAG in message)
-    logger.info("%s: %d of %d scenes done in %.1f s (%s on %s, %d worker(s))", summary.backend,
-                sum(1 for o in outcomes.values() if o.path), len(job.originals),
-                summary.wall_seconds, summary.backend, summary.device, summary.workers_started)
+            outcomes[pos] = Outcome(None, why, r.reason == Reason.ENHANCER_UNAVAILABLE)
+    logger.info("%s on %s: %d of %d scenes done in %.1f s (%d worker(s))", summary.backend,
+                summary.device, sum(1 for o in outcomes.values() if o.path), len(job.originals),
+                summary.wall_seconds, summary.workers_started)
     return outcomes
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ...errors import EnhanceError
+from ...errors import EnhanceError, RunInterrupted, first_line
 from .runner import Job, Outcome, plan_job, run_job, run_options
 from .upstream import Rules
 
@@ -37,9 +37,8 @@ def all_failed_message(display_name: str, total: int, first: str) -> str:
 
 
 def cannot_start_message(display_name: str, exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines() or [type(exc).__name__]
-    details = "".join("\n" + line for line in lines[1:])
-    return (f"{display_name} was asked for, but it cannot start: {lines[0].rstrip('.')}. "
+    details = "".join("\n" + line for line in str(exc).strip().splitlines()[1:])
+    return (f"{display_name} was asked for, but it cannot start: {first_line(exc).rstrip('.')}. "
             f"{WAY_OUT}{details}")
 
 
@@ -50,7 +49,7 @@ def cannot_start(rules: Rules, display_name: str, exc: EnhanceError, originals: 
         raise rules.unavailable(cannot_start_message(display_name, exc)) from exc
     if strict:
         raise exc
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = first_line(exc)
     logger.error("Speech enhancement could not run (%s); continuing with the %d scenes "
                  "unenhanced.", str(exc).strip(), len(originals))
     if degradations is not None:
@@ -94,20 +93,22 @@ def _copies(failed: list[int], originals: list, copy_run) -> dict[int, Path]:
     job = plan_job([originals[pos] for pos in failed], COPY_SUFFIX)
     try:
         made = copy_run(job)
+    except RunInterrupted:  # an EnhanceError too, but Ctrl-C must reach the pipeline
+        raise KeyboardInterrupt("speech enhancement interrupted; workers stopped") from None
     except EnhanceError as exc:
         logger.warning("16 kHz copies of the %d failed scenes could not be made (%s); they keep "
-                       "their original paths", len(failed), str(exc).strip().splitlines()[0])
+                       "their original paths", len(failed), first_line(exc))
         return {}
     return {failed[i]: o.path for i, o in made.items() if o.path is not None}
 
 
-def conversion_run(out_dir: Path, options, policy, on_event):
-    """``job -> outcomes``: a pooled passthrough run on the CPU writing 16 kHz mono PCM_16 (the
-    copies above, and resample_scenes)."""
+def conversion_run(out_dir: Path, state_dir: Path | None, options, policy, on_event):
+    """``job -> outcomes``: a pooled passthrough run on the CPU writing 16 kHz mono PCM_16 into
+    ``out_dir`` (the copies above, and resample_scenes), its lock and records in ``state_dir``."""
     opts = run_options(options, "none", device="cpu", executor=_cpu_executor(options))
 
     def run(job: Job) -> dict[int, Outcome]:
-        return run_job(job, out_dir, opts, policy, on_event)
+        return run_job(job, out_dir, opts, policy, on_event, state_dir=state_dir)
     return run
 
 

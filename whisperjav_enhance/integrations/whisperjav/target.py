@@ -29,6 +29,8 @@ logger = logging.getLogger("whisperjav_enhance.integrations.whisperjav")
 MODEL_ATTRIBUTES = ("_model_name", "model_variant", "model_name", "model", "effects")
 # Object names that differ from the factory's backend name.
 FACTORY_NAME_OF_OBJECT = {"ffmpeg": "ffmpeg-dsp"}
+
+
 @dataclass(frozen=True)
 class Target:
     """What runs for one enhancer."""
