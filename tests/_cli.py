@@ -31,6 +31,16 @@ def run_cli(*args, timeout=RUN_TIMEOUT_S, env=None, cwd=None) -> subprocess.Comp
                           timeout=timeout, env=env, cwd=cwd)
 
 
+def empty_caches_env(tmp_path: Path) -> dict:
+    """The environment of a machine that has fetched no weights and cannot fetch any."""
+    caches = tmp_path / "caches"
+    env = dict(os.environ, HF_HOME=str(caches / "hf"), HF_HUB_CACHE=str(caches / "hf" / "hub"),
+               MODELSCOPE_CACHE=str(caches / "ms"), HF_HUB_OFFLINE="1")
+    for var in ("WHISPERJAV_ENHANCE_MOSSFORMER2_WEIGHTS", "WHISPERJAV_ENHANCE_ZIPENHANCER_WEIGHTS"):
+        env.pop(var, None)
+    return env
+
+
 def env_with(**extra) -> dict:
     env = dict(os.environ)
     env.update({k: str(v) for k, v in extra.items()})
@@ -136,6 +146,12 @@ def assert_whole_copy(src: Path, out: Path) -> None:
 
 def partials(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.endswith(".partial")]
+
+
+def last_run_lines(out: Path) -> list[dict]:
+    """The manifest lines the newest run in OUT_DIR wrote (each one checked whole)."""
+    lines = manifest_lines_whole(out / "manifest.jsonl")
+    return [line for line in lines if line["run"] == lines[-1]["run"]]
 
 
 def manifest_lines_whole(path: Path) -> list[dict]:

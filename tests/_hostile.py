@@ -4,6 +4,7 @@ paused between two scenes."""
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -46,6 +47,23 @@ def write_sparse_huge(path: Path) -> None:
     with open(path, "wb") as fh:
         fh.write(_wav_header(64, 384_000, frames))
         fh.truncate(44 + frames * 64 * 2)
+
+
+# what each input write_bad_inputs makes must be recorded as, by file name
+BAD_INPUT_REASONS = {"cut.wav": "truncated", "cut_flac.flac": "truncated", "huge.wav": "too_large",
+                     "pipe.wav": "not_a_file", "zero": "not_a_file", "x.wav": "not_a_file"}
+
+
+def write_bad_inputs(src: Path, tmp_path: Path) -> list[Path]:
+    """Hostile scenes in src (cut WAV, cut FLAC, sparse 8 GiB header) and, beside it, a FIFO and
+    a folder named like audio; returns the extra paths to name on the command line."""
+    write_truncated_wav(src / "cut.wav")
+    write_cut_flac(src / "cut_flac.flac")
+    write_sparse_huge(src / "huge.wav")
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    (tmp_path / "x.wav").mkdir()
+    return [fifo, Path("/dev/zero"), tmp_path / "x.wav"]
 
 
 def fill_mid_run(args, tmp_path: Path, out: Path, fs: Path, leave_bytes: int):

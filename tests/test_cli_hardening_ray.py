@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from _cli import (FAST, RUN_TIMEOUT_S, Background, assert_whole_copy, good_scenes,
-                  manifest_lines_whole, partials, run_cli)
+                  last_run_lines, partials, run_cli)
 from _mounts import _mount, _unmount
-from _hostile import (ROOMY_MIB, fill_mid_run, write_cut_flac, write_sparse_huge,
-                      write_truncated_wav)
+from _hostile import BAD_INPUT_REASONS, ROOMY_MIB, fill_mid_run, write_bad_inputs
 from whisperjav_enhance.manifest import read_manifest
 
 pytestmark = [
@@ -43,11 +41,6 @@ def on_ray(ray_cluster):
     return [*FAST, "--executor", "ray", "--ray-address", ray_cluster]
 
 
-def _last_run(out: Path) -> list[dict]:
-    lines = manifest_lines_whole(out / "manifest.jsonl")
-    return [line for line in lines if line["run"] == lines[-1]["run"]]
-
-
 def test_ray_1_disk_fills_mid_run(on_ray, tmp_path):
     point = tmp_path / "fs"
     point.mkdir()
@@ -59,7 +52,7 @@ def test_ray_1_disk_fills_mid_run(on_ray, tmp_path):
         rc, text, filler = fill_mid_run(args, tmp_path, out, point, leave_bytes=256 << 10)
         assert rc == 1, text
         assert "Traceback" not in text, text
-        lines = _last_run(out)
+        lines = last_run_lines(out)
         assert sorted(l["index"] for l in lines) == list(range(len(scenes)))
         failed = [l for l in lines if l["status"] == "failed"]
         assert failed and all(l["reason"] == "disk_full" and "free on" in l["message"]
@@ -98,19 +91,12 @@ def test_ray_3_second_run_on_a_busy_out_dir_is_refused(on_ray, tmp_path):
 def test_ray_6_8_11_bad_inputs_fail_alone(on_ray, tmp_path):
     src, out = tmp_path / "scenes", tmp_path / "out"
     good = good_scenes(src, 2)
-    write_truncated_wav(src / "cut.wav")
-    write_cut_flac(src / "cut_flac.flac")
-    write_sparse_huge(src / "huge.wav")
-    fifo = tmp_path / "pipe.wav"
-    os.mkfifo(fifo)
-    (tmp_path / "x.wav").mkdir()
-    r = run_cli("enhance", src, fifo, "/dev/zero", tmp_path / "x.wav", "-o", out, *on_ray)
+    extra = write_bad_inputs(src, tmp_path)
+    r = run_cli("enhance", src, *extra, "-o", out, *on_ray)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
-    by_name = {Path(l["input"]).name: l for l in _last_run(out)}
-    expected = {"cut.wav": "truncated", "cut_flac.flac": "truncated", "huge.wav": "too_large",
-                "pipe.wav": "not_a_file", "zero": "not_a_file", "x.wav": "not_a_file"}
-    assert {n: by_name[n]["reason"] for n in expected} == expected
+    by_name = {Path(l["input"]).name: l for l in last_run_lines(out)}
+    assert {n: by_name[n]["reason"] for n in BAD_INPUT_REASONS} == BAD_INPUT_REASONS
     assert by_name["cut_flac.flac"]["worker"] is not None    # found by the actor decoding it
     for g in good:
         assert by_name[g.name]["status"] == "enhanced"

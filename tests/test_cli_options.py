@@ -13,19 +13,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from _cli import FAST, RUN_TIMEOUT_S, Background, good_scenes, run_cli
+from _cli import FAST, RUN_TIMEOUT_S, Background, empty_caches_env, good_scenes, run_cli
 from whisperjav_enhance.cli import build_parser, options_from_args
 from whisperjav_enhance.backends.base import OptionText
 from whisperjav_enhance.manifest import read_manifest
-
-
-def _empty_caches_env(tmp_path: Path) -> dict:
-    caches = tmp_path / "caches"
-    env = dict(os.environ, HF_HOME=str(caches / "hf"), HF_HUB_CACHE=str(caches / "hf" / "hub"),
-               MODELSCOPE_CACHE=str(caches / "ms"), HF_HUB_OFFLINE="1")
-    for var in ("WHISPERJAV_ENHANCE_MOSSFORMER2_WEIGHTS", "WHISPERJAV_ENHANCE_ZIPENHANCER_WEIGHTS"):
-        env.pop(var, None)
-    return env
 
 
 def _options(*argv):
@@ -154,7 +145,7 @@ def test_dry_run_on_a_new_out_dir_creates_nothing_and_says_what_auto_would_pick(
     src, out = tmp_path / "scenes", tmp_path / "new" / "out"
     good_scenes(src, 2)
     r = run_cli("enhance", src, "-o", out, "--device", "cpu", "--dry-run",
-                env=_empty_caches_env(tmp_path), cwd=tmp_path)
+                env=empty_caches_env(tmp_path), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     text = " ".join(r.stdout.split())
     assert "auto picked deepfilternet" in text and "(bundled)" in text
@@ -174,7 +165,7 @@ def test_dry_run_exits_2_where_a_run_would_refuse(tmp_path, case):
     if case == "no-inputs":
         inputs[0].mkdir()
     r = run_cli("enhance", *inputs, "-o", out, *extra, "--dry-run",
-                env=_empty_caches_env(tmp_path), cwd=tmp_path)
+                env=empty_caches_env(tmp_path), cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Traceback" not in r.stderr and not out.exists()
 

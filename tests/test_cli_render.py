@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from _cli import CLI, FAST, RUN_TIMEOUT_S, good_scenes, run_cli
+from _cli import CLI, FAST, RUN_TIMEOUT_S, empty_caches_env, good_scenes, run_cli
 from _terminal import Screen, Terminal, duplicated
 from conftest import write_tone
 from whisperjav_enhance.cli import Renderer
@@ -37,17 +37,6 @@ def _terminal_console(out, width=80) -> SafeConsole:
     console = SafeConsole(file=out, force_terminal=True, width=width, highlight=False)
     console.soft_wrap = False
     return console
-
-
-def _empty_caches_env(tmp_path: Path) -> dict:
-    import os
-
-    caches = tmp_path / "caches"
-    env = dict(os.environ, HF_HOME=str(caches / "hf"), HF_HUB_CACHE=str(caches / "hf" / "hub"),
-               MODELSCOPE_CACHE=str(caches / "ms"), HF_HUB_OFFLINE="1")
-    for var in ("WHISPERJAV_ENHANCE_MOSSFORMER2_WEIGHTS", "WHISPERJAV_ENHANCE_ZIPENHANCER_WEIGHTS"):
-        env.pop(var, None)
-    return env
 
 
 # -- the line ----------------------------------------------------------------------------------------
@@ -208,6 +197,18 @@ def test_a_console_on_a_closed_descriptor_goes_quiet(tmp_path):
 
 
 # -- the command in a real 80-column terminal -----------------------------------------------------------
+def _finished_screen(term: Terminal, expected_rc: int) -> list[str]:
+    """Wait for the run in term, then its screen's lines, checked for wrapped lines."""
+    try:
+        rc = term.wait(RUN_TIMEOUT_S)
+    finally:
+        term.close()
+    screen = term.screen()
+    assert rc == expected_rc, term.text()
+    assert not screen.wrapped, screen.wrapped
+    return screen.lines()
+
+
 @pytest.mark.slow
 def test_cli_in_an_80_column_terminal_says_everything_once(short_path):
     tmp_path = short_path
@@ -216,16 +217,9 @@ def test_cli_in_an_80_column_terminal_says_everything_once(short_path):
         write_tone(src / f"film_scene_{i:02d}.wav", 1.0, seed=i)
     (src / "zz_broken.wav").write_text("not audio " * 50)
     term = Terminal([*CLI, "enhance", str(src), "-o", str(tmp_path / "out"), "--device", "cpu",
-                     "--workers", "1"], env=_empty_caches_env(tmp_path), cwd=tmp_path)
-    try:
-        rc = term.wait(RUN_TIMEOUT_S)
-    finally:
-        term.close()
-    screen = term.screen()
-    lines = screen.lines()
+                     "--workers", "1"], env=empty_caches_env(tmp_path), cwd=tmp_path)
+    lines = _finished_screen(term, 1)
     text = "\n".join(lines)
-    assert rc == 1, term.text()
-    assert not screen.wrapped, screen.wrapped
     assert not duplicated(lines), duplicated(lines)
     assert text.count("auto picked deepfilternet") == 1, text       # the note once, above
     assert "auto's choice, reasons above" in text
@@ -244,18 +238,15 @@ def test_ctrl_c_in_an_80_column_terminal_leaves_one_clean_screen(tmp_path):
         write_tone(src / f"film_scene_{i:02d}.wav", 2.0, seed=i)
     term = Terminal([*CLI, "enhance", str(src), "-o", str(tmp_path / "out"), "--backend",
                      "deepfilternet", "--device", "cpu", "--workers", "1"],
-                    env=_empty_caches_env(tmp_path), cwd=tmp_path)
+                    env=empty_caches_env(tmp_path), cwd=tmp_path)
     try:
         term.read_until(lambda t: re.search(r"\b[1-9]\d*/40 scenes", ANSI.sub("", t)),
                         RUN_TIMEOUT_S, "the first finished scene on the progress line")
         term.type(b"\x03")                     # Ctrl-C, as typed: the whole process group
-        rc = term.wait(RUN_TIMEOUT_S)
-    finally:
+    except BaseException:
         term.close()
-    screen = term.screen()
-    lines = screen.lines()
-    assert rc == 130, term.text()
-    assert not screen.wrapped, screen.wrapped
+        raise
+    lines = _finished_screen(term, 130)
     assert not duplicated(lines), duplicated(lines)
     text = "\n".join(lines)
     assert text.count("interrupted") == 1 and "Traceback" not in text, text
@@ -269,14 +260,7 @@ def test_debug_log_goes_above_the_line_without_breaking_it(tmp_path):
     good_scenes(src, 8, seconds=0.3)
     term = Terminal([*CLI, "enhance", str(src), "-o", str(tmp_path / "out"), *FAST,
                      "--max-scenes-per-worker", "2", "--debug"], cwd=tmp_path)
-    try:
-        rc = term.wait(RUN_TIMEOUT_S)
-    finally:
-        term.close()
-    screen = term.screen()
-    lines = screen.lines()
-    assert rc == 0, term.text()
-    assert not screen.wrapped, screen.wrapped
+    lines = _finished_screen(term, 0)
     debug = [line for line in lines if "debug executor:" in line]
     assert any("start worker" in line for line in debug), lines
     assert any("retires" in line for line in debug), lines

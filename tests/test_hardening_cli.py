@@ -24,9 +24,8 @@ import pytest
 import soundfile as sf
 
 from _cli import (CLI, FAST, RUN_TIMEOUT_S, Background, assert_whole_copy, env_with, good_scenes,
-                  manifest_lines_whole, partials, run_cli, wait_group_gone)
-from _hostile import (ROOMY_MIB, fill_mid_run, write_cut_flac, write_sparse_huge,
-                      write_truncated_wav)
+                  last_run_lines, manifest_lines_whole, partials, run_cli, wait_group_gone)
+from _hostile import BAD_INPUT_REASONS, ROOMY_MIB, fill_mid_run, write_bad_inputs
 from _mounts import _mount, _unmount
 from conftest import write_tone
 from whisperjav_enhance.atomic import temporary_name
@@ -35,12 +34,6 @@ from whisperjav_enhance.manifest import read_manifest
 
 def _summary(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
-
-
-def _last_run(out: Path) -> list[dict]:
-    lines = manifest_lines_whole(out / "manifest.jsonl")
-    last = lines[-1]["run"]
-    return [line for line in lines if line["run"] == last]
 
 
 @pytest.fixture(params=["tmpfs", "ext4"])
@@ -76,7 +69,7 @@ def test_1_disk_fills_mid_run_each_scene_one_state_then_a_rerun_completes(roomy_
 
     assert rc == 1, text
     assert "Traceback" not in text and "Exception ignored" not in text, text
-    lines = _last_run(out)
+    lines = last_run_lines(out)
     assert sorted(l["index"] for l in lines) == list(range(len(scenes)))   # one state each
     failed = [l for l in lines if l["status"] == "failed"]
     assert failed and all(l["reason"] == "disk_full" for l in failed), lines
@@ -95,7 +88,7 @@ def test_1_disk_fills_mid_run_each_scene_one_state_then_a_rerun_completes(roomy_
     filler.unlink()                # space freed: the same command finishes the job
     r = run_cli(*args)
     assert r.returncode == 0, r.stdout + r.stderr
-    again = {l["index"]: l["status"] for l in _last_run(out)}
+    again = {l["index"]: l["status"] for l in last_run_lines(out)}
     assert sorted(k for k, v in again.items() if v == "enhanced") == sorted(l["index"] for l in failed)
     for p in scenes:
         assert_whole_copy(p, out / p.name)
@@ -157,7 +150,7 @@ def test_2_a_pipe_closed_early_stops_rendering_not_the_work(tmp_path, case):
             proc.wait(timeout=30)
     assert len(head) == c["head"]
     assert rc == 0              # the exit code of the work, not of the display
-    lines = _last_run(out)
+    lines = last_run_lines(out)
     assert sorted(l["index"] for l in lines) == list(range(len(scenes)))
     assert all(l["status"] == "enhanced" for l in lines)
     assert _summary(out)["scenes_enhanced"] == len(scenes)
@@ -171,7 +164,7 @@ def test_2_closed_descriptors_at_start_change_nothing(tmp_path):
     r = subprocess.run(["bash", "-c", cmd], timeout=RUN_TIMEOUT_S)
     assert r.returncode == 1                     # the bad scene, nothing else
     # Every line parses: nothing meant for the closed channels landed in the run's own files.
-    lines = _last_run(out)
+    lines = last_run_lines(out)
     assert len(lines) == len(scenes) + 1
     assert [l["reason"] for l in lines if l["status"] == "failed"] == ["unreadable"]
     assert _summary(out)["scenes_enhanced"] == len(scenes)
@@ -256,20 +249,13 @@ def test_5_a_240_byte_name_enhances(tmp_path):
 def test_6_8_11_bad_inputs_fail_alone_with_true_reasons(tmp_path):
     src, out = tmp_path / "scenes", tmp_path / "out"
     good = good_scenes(src, 2)
-    write_truncated_wav(src / "cut.wav")
-    write_cut_flac(src / "cut_flac.flac")
-    write_sparse_huge(src / "huge.wav")
-    fifo = tmp_path / "pipe.wav"
-    os.mkfifo(fifo)
-    (tmp_path / "x.wav").mkdir()
-    r = run_cli("enhance", src, fifo, "/dev/zero", tmp_path / "x.wav", "-o", out, *FAST,
+    extra = write_bad_inputs(src, tmp_path)
+    r = run_cli("enhance", src, *extra, "-o", out, *FAST,
                 timeout=120)    # fast: nobody waits on the pipe or the device, nothing is read
     assert r.returncode == 1, r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
-    by_name = {Path(l["input"]).name: l for l in _last_run(out)}
-    expected = {"cut.wav": "truncated", "cut_flac.flac": "truncated", "huge.wav": "too_large",
-                "pipe.wav": "not_a_file", "zero": "not_a_file", "x.wav": "not_a_file"}
-    assert {n: by_name[n]["reason"] for n in expected} == expected
+    by_name = {Path(l["input"]).name: l for l in last_run_lines(out)}
+    assert {n: by_name[n]["reason"] for n in BAD_INPUT_REASONS} == BAD_INPUT_REASONS
     assert "declares 10.00 s" in by_name["cut.wav"]["message"]
     assert "8.0 GiB" in by_name["huge.wav"]["message"]
     assert by_name["huge.wav"]["worker"] is None       # refused from its header, never read
