@@ -18,7 +18,8 @@ from whisperjav_enhance.manifest import read_manifest
 ROOMY_MIB = 32   # a run's own check wants the outputs plus 16 MiB free before it starts
 
 
-def _wav_header(channels: int, rate: int, frames: int, bits: int = 16) -> bytes:
+def wav_header(channels: int, rate: int, frames: int, bits: int = 16) -> bytes:
+    """A 44-byte PCM WAV header declaring frames (sizes wrap as a 32-bit field would)."""
     align = channels * bits // 8
     data = frames * align
     return (b"RIFF" + struct.pack("<I", (36 + data) & 0xFFFFFFFF) + b"WAVE"
@@ -30,7 +31,7 @@ def write_truncated_wav(path: Path) -> None:
     """A WAV whose header declares 10 s at 48 kHz and holds 0.5 s."""
     samples = (np.sin(np.arange(24_000) / 5) * 8000).astype("<i2")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(_wav_header(1, 48_000, 480_000) + samples.tobytes())
+    path.write_bytes(wav_header(1, 48_000, 480_000) + samples.tobytes())
 
 
 def write_cut_flac(path: Path) -> None:
@@ -45,7 +46,7 @@ def write_sparse_huge(path: Path) -> None:
     frames = 384_000 * 87
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
-        fh.write(_wav_header(64, 384_000, frames))
+        fh.write(wav_header(64, 384_000, frames))
         fh.truncate(44 + frames * 64 * 2)
 
 

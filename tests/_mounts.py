@@ -10,6 +10,7 @@ import errno
 import os
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,37 +75,26 @@ def fill(folder: Path, leave_bytes: int = 0) -> Path:
     return filler
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A fresh 4 MiB tmpfs; yields its mount point."""
-    point = tmp_path / "tmpfs"
-    point.mkdir()
-    _mount(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(point)], point)
+@contextmanager
+def mounted_tmpfs(point: Path, size_mib: int, *options: str):
+    """A fresh tmpfs of size_mib mounted on point (created) for the block; yields point."""
+    point.mkdir(exist_ok=True)
+    _mount(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size_mib}m", *options]), "tmpfs",
+            str(point)], point)
     try:
         yield point
     finally:
         _unmount(point)
 
 
-@pytest.fixture
-def readonly_fs(tmp_path):
-    """A read-only tmpfs (permissions bind even for root there); yields its mount point."""
-    point = tmp_path / "rofs"
-    point.mkdir()
-    _mount(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(point)], point)
-    try:
-        yield point
-    finally:
-        _unmount(point)
-
-
-@pytest.fixture
-def ext4(tmp_path):
-    """A fresh 8 MiB ext4 filesystem on a loop device (no reserved blocks); yields its mount point."""
-    image, point = tmp_path / "ext4.img", tmp_path / "ext4"
-    point.mkdir()
+@contextmanager
+def mounted_ext4(point: Path, size_mib: int):
+    """A fresh ext4 of size_mib (no reserved blocks) in an image beside point, loop-mounted on
+    point (created) for the block; yields point."""
+    image = point.with_name(point.name + ".img")
+    point.mkdir(exist_ok=True)
     with open(image, "wb") as fh:
-        fh.truncate(8 << 20)
+        fh.truncate(size_mib << 20)
     if shutil.which("mkfs.ext4") is None:
         pytest.skip("mkfs.ext4 is not installed")
     res = _run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)])
@@ -115,6 +105,34 @@ def ext4(tmp_path):
         yield point
     finally:
         _unmount(point)
+
+
+@contextmanager
+def mounted(kind: str, point: Path, size_mib: int):
+    """mounted_tmpfs or mounted_ext4 by name, for tests parametrised over both."""
+    with (mounted_tmpfs if kind == "tmpfs" else mounted_ext4)(point, size_mib) as fs:
+        yield fs
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A fresh 4 MiB tmpfs; yields its mount point."""
+    with mounted_tmpfs(tmp_path / "tmpfs", 4, "mode=0755") as point:
+        yield point
+
+
+@pytest.fixture
+def readonly_fs(tmp_path):
+    """A read-only tmpfs (permissions bind even for root there); yields its mount point."""
+    with mounted_tmpfs(tmp_path / "rofs", 1, "ro") as point:
+        yield point
+
+
+@pytest.fixture
+def ext4(tmp_path):
+    """A fresh 8 MiB ext4 filesystem on a loop device (no reserved blocks); yields its mount point."""
+    with mounted_ext4(tmp_path / "ext4", 8) as point:
+        yield point
 
 
 @pytest.fixture(params=["tmpfs", "ext4"])

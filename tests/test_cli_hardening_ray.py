@@ -23,7 +23,7 @@ import pytest
 
 from _cli import (FAST, RUN_TIMEOUT_S, Background, assert_whole_copy, good_scenes,
                   last_run_lines, partials, run_cli)
-from _mounts import _mount, _unmount
+from _mounts import mounted_tmpfs
 from _hostile import BAD_INPUT_REASONS, ROOMY_MIB, fill_mid_run, write_bad_inputs
 from whisperjav_enhance.manifest import read_manifest
 
@@ -42,10 +42,7 @@ def on_ray(ray_cluster):
 
 
 def test_ray_1_disk_fills_mid_run(on_ray, tmp_path):
-    point = tmp_path / "fs"
-    point.mkdir()
-    _mount(["mount", "-t", "tmpfs", "-o", f"size={ROOMY_MIB}m", "tmpfs", str(point)], point)
-    try:
+    with mounted_tmpfs(tmp_path / "fs", ROOMY_MIB) as point:
         src, out = tmp_path / "scenes", point / "out"
         scenes = good_scenes(src, 8, seconds=1.0)
         args = ["enhance", src, "-o", out, *on_ray, "--max-scenes-per-worker", "1"]
@@ -64,8 +61,6 @@ def test_ray_1_disk_fills_mid_run(on_ray, tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         for p in scenes:
             assert_whole_copy(p, out / p.name)
-    finally:
-        _unmount(point)
 
 
 def test_ray_3_second_run_on_a_busy_out_dir_is_refused(on_ray, tmp_path):

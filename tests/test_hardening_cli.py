@@ -26,7 +26,7 @@ import soundfile as sf
 from _cli import (CLI, FAST, RUN_TIMEOUT_S, Background, assert_whole_copy, env_with, good_scenes,
                   last_run_lines, manifest_lines_whole, partials, run_cli, wait_group_gone)
 from _hostile import BAD_INPUT_REASONS, ROOMY_MIB, fill_mid_run, write_bad_inputs
-from _mounts import _mount, _unmount
+from _mounts import mounted, mounted_tmpfs
 from conftest import write_tone
 from whisperjav_enhance.atomic import temporary_name
 from whisperjav_enhance.manifest import read_manifest
@@ -39,25 +39,8 @@ def _summary(out: Path) -> dict:
 @pytest.fixture(params=["tmpfs", "ext4"])
 def roomy_fs(request, tmp_path):
     """A real filesystem of ROOMY_MIB, mounted for the test (skipped where mounting is refused)."""
-    point = tmp_path / "fs"
-    point.mkdir()
-    if request.param == "tmpfs":
-        _mount(["mount", "-t", "tmpfs", "-o", f"size={ROOMY_MIB}m", "tmpfs", str(point)], point)
-    else:
-        image = tmp_path / "fs.img"
-        with open(image, "wb") as fh:
-            fh.truncate(ROOMY_MIB << 20)
-        if shutil.which("mkfs.ext4") is None:
-            pytest.skip("mkfs.ext4 is not installed")
-        made = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)],
-                              capture_output=True, text=True, timeout=60)
-        if made.returncode != 0:
-            pytest.skip(f"mkfs.ext4 failed: {made.stderr.strip()}")
-        _mount(["mount", "-o", "loop", str(image), str(point)], point)
-    try:
+    with mounted(request.param, tmp_path / "fs", ROOMY_MIB) as point:
         yield point
-    finally:
-        _unmount(point)
 
 
 # -- 1: the disk fills mid-run -----------------------------------------------------------------------
@@ -95,10 +78,7 @@ def test_1_disk_fills_mid_run_each_scene_one_state_then_a_rerun_completes(roomy_
 
 
 def test_1_disk_full_under_the_records_too_is_reported_and_exit_1(tmp_path):
-    point = tmp_path / "fs"
-    point.mkdir()
-    _mount(["mount", "-t", "tmpfs", "-o", f"size={ROOMY_MIB}m", "tmpfs", str(point)], point)
-    try:
+    with mounted_tmpfs(tmp_path / "fs", ROOMY_MIB) as point:
         src, out = tmp_path / "scenes", point / "out"
         good_scenes(src, 10, seconds=1.0)
         args = ["enhance", src, "-o", out, *FAST, "--max-scenes-per-worker", "1"]
@@ -113,8 +93,6 @@ def test_1_disk_full_under_the_records_too_is_reported_and_exit_1(tmp_path):
         r = run_cli(*args)
         assert r.returncode == 0, r.stdout + r.stderr
         assert _summary(out)["scenes_failed"] == 0
-    finally:
-        _unmount(point)
 
 
 # -- 2: the run survives its own output channels ------------------------------------------------------

@@ -15,20 +15,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from _hostile import wav_header, write_cut_flac, write_sparse_huge, write_truncated_wav
 from conftest import write_tone
 from whisperjav_enhance import audio
 from whisperjav_enhance.containers import wav_declared_size
 from whisperjav_enhance.errors import AudioError, ConfigError
 from whisperjav_enhance.scenes import discover_scenes
 from whisperjav_enhance.status import REASON_MEANINGS, Reason
-
-
-def _wav_header(channels: int, rate: int, frames: int, bits: int = 16) -> bytes:
-    align = channels * bits // 8
-    data = frames * align
-    return (b"RIFF" + struct.pack("<I", (36 + data) & 0xFFFFFFFF) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * align, align, bits)
-            + b"data" + struct.pack("<I", data & 0xFFFFFFFF))
 
 
 def _reason(fn) -> str:
@@ -41,8 +34,7 @@ def _reason(fn) -> str:
 # -- truncated -----------------------------------------------------------------------------------
 def test_wav_declaring_10_s_but_holding_half_a_second_fails_truncated(tmp_path):
     p = tmp_path / "cut.wav"
-    samples = (np.sin(np.arange(24_000) / 5) * 8000).astype("<i2")      # 0.5 s at 48 kHz
-    p.write_bytes(_wav_header(1, 48_000, 480_000) + samples.tobytes())   # header: 10 s
+    write_truncated_wav(p)                         # header: 10 s at 48 kHz; holds 0.5 s
     assert sf.info(str(p)).frames == 24_000        # libsndfile alone sees a valid 0.5 s file
     assert _reason(lambda: audio.probe(p)) == Reason.TRUNCATED
     with pytest.raises(AudioError, match=r"declares 10.00 s but the file holds 0.50 s"):
@@ -51,9 +43,7 @@ def test_wav_declaring_10_s_but_holding_half_a_second_fails_truncated(tmp_path):
 
 def test_cut_flac_fails_truncated_when_fewer_frames_decode(tmp_path):
     p = tmp_path / "cut.flac"
-    write_tone(p, 10.0, rate=48_000)
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 2])
+    write_cut_flac(p)
     assert audio.probe(p).frames == 480_000        # STREAMINFO still declares 10 s
     assert _reason(lambda: audio.read_audio(p)) == Reason.TRUNCATED
 
@@ -65,7 +55,7 @@ def test_whole_files_and_unknown_lengths_are_not_truncated(tmp_path):
     assert len(audio.read_audio(whole)[0]) == 24_000
     streamed = tmp_path / "streamed.wav"             # a writer that never came back to the sizes
     samples = np.zeros(4800, "<i2").tobytes()
-    hdr = bytearray(_wav_header(1, 48_000, 4800))
+    hdr = bytearray(wav_header(1, 48_000, 4800))
     hdr[4:8] = hdr[40:44] = b"\xff\xff\xff\xff"
     streamed.write_bytes(bytes(hdr) + samples)
     with open(streamed, "rb") as fh:
@@ -135,10 +125,7 @@ def test_missing_inputs_and_empty_folders_still_refuse_the_run(tmp_path):
 # -- host memory ---------------------------------------------------------------------------------
 def test_sparse_file_claiming_64_channels_at_384_khz_fails_too_large_before_reading(tmp_path):
     p = tmp_path / "huge.wav"
-    frames = 384_000 * 87
-    with open(p, "wb") as fh:
-        fh.write(_wav_header(64, 384_000, frames))
-        fh.truncate(44 + frames * 64 * 2)           # 4.3 GB apparent, 4 KiB on disk
+    write_sparse_huge(p)                            # 4.3 GB apparent, 4 KiB on disk
     assert _reason(lambda: audio.probe(p)) == Reason.TOO_LARGE
     tracemalloc.start()
     try:
